@@ -70,7 +70,7 @@ def build(registry: Registry, n_tasks: int, seed: int = 0) -> None:
                     "id": blob_id,
                     "kind": kind,
                     "sha256": sha,
-                    "uri": f"file:///bench/{sha[:2]}/{sha}.{kind}",
+                    "uri": f"{sha[:2]}/{sha}.{kind}",  # store-relative key
                     "size_bytes": 1024,
                     "numel": 8192,
                     "meta": {"layers": []},

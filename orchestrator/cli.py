@@ -8,19 +8,34 @@ Rich table. User errors (``StrataError``), unreachable databases and bad options
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import OperationalError
 
-from orchestrator.location import RegistryLocation
-from orchestrator.rates import DEFAULT_POLICY
+# Typer 0.29 vendors click as ``typer._click`` (pinned in pyproject.toml): its usage errors and
+# parameter sources are these, not the separately installed click's.
+from typer._click.core import ParameterSource
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+
+from orchestrator.addresses import require_cluster_address, require_jobs_address, submit_job
+from orchestrator.location import RegistryLocation, database_url, masked_url
+from orchestrator.options import FIRST_TASK_ONLY, AddTaskOptions, validate_options
+from orchestrator.ray_runtime import connect, ensure_port_free
+from registry.candidates import parse_policy as parse_candidates
 from workers.errors import StrataError
+from workers.names import AUTO
+from workers.serve_options import ServeOptions
 
 app = typer.Typer(
     help="Continual learning of many tasks in one masked network.",
@@ -31,6 +46,8 @@ app = typer.Typer(
 submit_app = typer.Typer(help="Submit work as Ray jobs to --address.", no_args_is_help=True)
 app.add_typer(submit_app, name="submit")
 console = Console()
+#: Spinners for the slow steps go to stderr, so that ``--json`` output stays one document.
+progress = Console(stderr=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON document.")]
 
@@ -68,17 +85,55 @@ def emit(document: Any) -> None:
     sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
 
 
-def table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
-    view = Table(title=title)
+def table(
+    title: str, columns: list[str], rows: list[list[Any]], *, wrap: tuple[str, ...] = ()
+) -> None:
+    """A Rich table that fits 80 columns: cells stay on one line, except in the ``wrap``
+    columns (names), which fold rather than lose characters."""
+    view = Table(title=title, box=box.SIMPLE_HEAD, padding=(0, 1), collapse_padding=True)
     for column in columns:
-        view.add_column(column)
+        if column in wrap:
+            view.add_column(column, overflow="fold")
+        else:
+            view.add_column(column, no_wrap=True, overflow="ellipsis")
     for row in rows:
         view.add_row(*["" if cell is None else str(cell) for cell in row])
     console.print(view)
 
 
+def cut(text: str | None, width: int) -> str | None:
+    """Free text (an error) shortened to ``width`` characters for a table cell; --json has it
+    whole."""
+    if text is None or len(text) <= width:
+        return text
+    return text[: width - 1] + "…"
+
+
+def ago(moment: datetime | None) -> str | None:
+    """``42s``, ``7m``, ``3h``, ``2d``: how long ago, in the width of a table cell."""
+    if moment is None:
+        return None
+    seconds = max(0.0, (datetime.now(UTC) - moment).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
 def pct(value: float | None) -> str | None:
     return None if value is None else f"{100 * value:.1f} %"
+
+
+@contextmanager
+def step(text: str) -> Iterator[None]:
+    """A spinner on stderr while a step that can take seconds runs (nothing when piped)."""
+    with progress.status(f"{text}…"):
+        yield
+
+
+def joined_address(ctx: typer.Context) -> str | None:
+    """``--address`` for a command that joins the cluster itself (refuses a jobs URL)."""
+    return require_cluster_address(ctx.obj.address)
 
 
 # ---- registry ----------------------------------------------------------------------------
@@ -91,7 +146,10 @@ def init(ctx: typer.Context) -> None:
 
     location: RegistryLocation = ctx.obj.location
     upgrade(location.db_url)
-    console.print(f"registry ready at {location.db_url} (blobs: {location.store_uri})")
+    console.print(
+        f"registry ready at {masked_url(location.db_url)} (blobs: {location.store_uri})",
+        soft_wrap=True,
+    )
 
 
 @app.command("tasks")
@@ -102,15 +160,15 @@ def list_tasks(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     if as_json:
         emit([task.to_dict() for task in tasks])
         return
+    seqs = {t.name: t.seq for t in tasks}
     table(
-        "tasks",
-        ["seq", "name", "status", "reference", "JSD", "rate", "val acc", "kept"],
+        "tasks (ref: the reference task's seq)",
+        ["seq", "name", "ref", "JSD", "rate", "val acc", "kept"],
         [
             [
                 t.seq,
                 t.name,
-                t.status,
-                t.reference_task,
+                seqs.get(t.reference_task or ""),
                 _jsd(t.reference_jsd),
                 pct(t.rate),
                 pct(t.val_accuracy),
@@ -118,6 +176,7 @@ def list_tasks(ctx: typer.Context, as_json: JsonFlag = False) -> None:
             ]
             for t in tasks
         ],
+        wrap=("name",),
     )
 
 
@@ -201,21 +260,28 @@ def jobs(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         emit([job.to_dict() for job in rows])
         return
     table(
-        "jobs",
-        ["id", "task", "state", "created", "heartbeat", "progress", "error"],
+        "jobs (beat: last sign of life; --json has every field)",
+        ["id", "task", "state", "beat", "progress", "error"],
         [
             [
                 j.id[:8],
                 j.task_name,
                 j.state,
-                j.created_at,
-                j.heartbeat_at,
-                json.dumps(j.progress) if j.progress else None,
-                j.error,
+                ago(j.heartbeat_at or j.created_at),
+                _progress(j.progress),
+                cut(j.error, 20),
             ]
             for j in rows
         ],
+        wrap=("task",),
     )
+
+
+def _progress(progress: dict[str, Any] | None) -> str | None:
+    """``train 3/4``: the phase and epoch of the last report."""
+    if not progress:
+        return None
+    return f"{progress.get('phase', '')} {progress.get('epoch', '?')}/{progress.get('epochs', '?')}"
 
 
 @app.command()
@@ -244,7 +310,8 @@ def gc(
         float,
         typer.Option(
             min=0.0,
-            help="Spare objects younger than SECONDS; jobs silent that long no longer block.",
+            help="Spare objects younger than SECONDS. Jobs block --delete until they end or "
+            "are lost (silent 6 heartbeats, 60 s by default).",
         ),
     ] = 3600.0,
     as_json: JsonFlag = False,
@@ -273,25 +340,44 @@ def gc(
 # ---- learning ------------------------------------------------------------------------------
 
 
-def _add_task_options(
-    name: str,
-    data: str,
-    backbone: str,
-    width: float,
-    input_size: int,
-    epochs: int,
-    finetune_epochs: int,
-    batch_size: int,
-    lr: float,
-    policy: str,
-    candidates: str,
-    granularity: str,
-    seed: int,
-    limit: int | None,
-):
-    from orchestrator.pipeline import AddTaskOptions
+DEFAULTS = AddTaskOptions(name="", data="")
+SERVE = ServeOptions()
 
-    return AddTaskOptions(
+
+def add_task_command(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Unique task name.")],
+    data: Annotated[
+        str, typer.Option("--data", help="npz:PATH, imagefolder:PATH or builtin:NAME?opt=…")
+    ],
+    backbone: Annotated[
+        str, typer.Option(help="Backbone layout (first task only).")
+    ] = DEFAULTS.backbone,
+    width: Annotated[float, typer.Option(help="Width multiplier (first task only).")] = (
+        DEFAULTS.width
+    ),
+    input_size: Annotated[int, typer.Option(help="Input size (first task only).")] = (
+        DEFAULTS.input_size
+    ),
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = DEFAULTS.epochs,
+    finetune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = (
+        DEFAULTS.finetune_epochs
+    ),
+    batch_size: Annotated[int, typer.Option(help="Batch size.")] = DEFAULTS.batch_size,
+    lr: Annotated[float, typer.Option(help="Learning rate.")] = DEFAULTS.lr,
+    policy: Annotated[
+        str, typer.Option(help="Rate policy: preset name or TOML/JSON file.")
+    ] = DEFAULTS.policy,
+    candidates: Annotated[
+        str, typer.Option(help="all, recent:N, low-rate:N, rate-below:X, …")
+    ] = DEFAULTS.candidates,
+    granularity: Annotated[str, typer.Option(help="weight or filter.")] = DEFAULTS.granularity,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = DEFAULTS.seed,
+    limit: Annotated[int | None, typer.Option(help="Cap samples per split.")] = DEFAULTS.limit,
+    as_json: JsonFlag = False,
+) -> None:
+    """Run the whole add-task pipeline for one task and commit it."""
+    options = AddTaskOptions(
         name=name,
         data=data,
         backbone=backbone,
@@ -307,53 +393,20 @@ def _add_task_options(
         seed=seed,
         limit=limit,
     )
+    validate_options(options)  # before torch and Ray are even imported
+    address = joined_address(ctx)
+    explicit = [
+        option
+        for option in FIRST_TASK_ONLY
+        if ctx.get_parameter_source(option) is not ParameterSource.DEFAULT
+    ]
+    with step("loading torch and Ray"):
+        from orchestrator.pipeline import add_task
 
-
-def add_task_command(
-    ctx: typer.Context,
-    name: Annotated[str, typer.Argument(help="Unique task name.")],
-    data: Annotated[
-        str, typer.Option("--data", help="npz:PATH, imagefolder:PATH or builtin:NAME?opt=…")
-    ],
-    backbone: Annotated[str, typer.Option(help="Backbone layout (first task only).")] = "vgg16",
-    width: Annotated[float, typer.Option(help="Width multiplier (first task only).")] = 0.125,
-    input_size: Annotated[int, typer.Option(help="Input size (first task only).")] = 32,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 4,
-    finetune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs.")] = 2,
-    batch_size: Annotated[int, typer.Option(help="Batch size.")] = 64,
-    lr: Annotated[float, typer.Option(help="Learning rate.")] = 1e-3,
-    policy: Annotated[
-        str, typer.Option(help="Rate policy: preset name or TOML/JSON file.")
-    ] = DEFAULT_POLICY,
-    candidates: Annotated[
-        str, typer.Option(help="all, recent:N, low-rate:N, rate-below:X, …")
-    ] = "all",
-    granularity: Annotated[str, typer.Option(help="weight or filter.")] = "weight",
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    limit: Annotated[int | None, typer.Option(help="Cap samples per split.")] = None,
-    as_json: JsonFlag = False,
-) -> None:
-    """Run the whole add-task pipeline for one task and commit it."""
-    from orchestrator.pipeline import add_task
-
-    options = _add_task_options(
-        name,
-        data,
-        backbone,
-        width,
-        input_size,
-        epochs,
-        finetune_epochs,
-        batch_size,
-        lr,
-        policy,
-        candidates,
-        granularity,
-        seed,
-        limit,
-    )
     stage = (lambda text: None) if as_json else (lambda text: console.print(f"[dim]{text}…[/dim]"))
-    row = add_task(ctx.obj.location, options, on_stage=stage, ray_address=ctx.obj.address)
+    row = add_task(
+        ctx.obj.location, options, on_stage=stage, ray_address=address, explicit=explicit
+    )
     if as_json:
         emit(row.to_dict())
     else:
@@ -380,20 +433,29 @@ def submit_add_task(
 
     The registry location is forwarded (as job environment) only when given with --db /
     --store or STRATA_DB / STRATA_STORE; otherwise the cluster's own environment applies.
+    A password in the database URL is never forwarded: job metadata is readable by every
+    holder of the cluster's token, so the nodes supply it (PGPASSWORD, ~/.pgpass, or their
+    own STRATA_DB).
     """
-    from orchestrator.ray_runtime import jobs_client
-
-    address = ctx.obj.address
-    if not address:
-        raise StrataError(
-            "strata submit needs --address (or RAY_ADDRESS), e.g. http://127.0.0.1:8265"
-        )
+    address = require_jobs_address(ctx.obj.address)
     env = {key: value for key, value in ctx.obj.explicit.items() if value}
+    if "STRATA_DB" in env:
+        env["STRATA_DB"] = _without_password(env["STRATA_DB"])
     command = [python, "-m", "orchestrator", "add-task", *ctx.args]
-    job_id = jobs_client(address).submit_job(
-        entrypoint=shlex.join(command), runtime_env={"env_vars": env} if env else None
-    )
+    with step(f"submitting to {address}"):
+        job_id = submit_job(address, shlex.join(command), env)
     sys.stdout.write(job_id + "\n")
+
+
+def _without_password(db_url: str) -> str:
+    url = database_url(db_url)
+    if url.password is None:
+        return db_url
+    progress.print(
+        "note: the --db password is not sent with the job; the cluster's nodes take it from "
+        "PGPASSWORD or ~/.pgpass (README: Running on a cluster)"
+    )
+    return url._replace(password=None).render_as_string(hide_password=False)
 
 
 @app.command()
@@ -405,22 +467,29 @@ def similarity(
     as_json: JsonFlag = False,
 ) -> None:
     """JSD of a data set against the registered tasks, without training."""
-    from orchestrator.ray_runtime import connect
-    from workers.data import load_data
-    from workers.loading import backbone_of
-    from workers.similarity_ray import similarities
+    parse_candidates(candidates)
+    if limit is not None and limit < 1:
+        raise StrataError(f"--limit must be at least 1, not {limit}")
+    address = joined_address(ctx)
+    with step("loading torch and Ray"):
+        from workers.data import load_data
+        from workers.loading import backbone_of
+        from workers.similarity_ray import similarities
 
     with ctx.obj.registry() as registry:
         config = backbone_of(registry)
         if config is None:
             raise StrataError("the registry holds no task yet: nothing to compare with")
         names = [task.name for task in registry.candidates(candidates)]
-    task_data = load_data(
-        data, image_size=config.input_size, channels=config.in_channels, limit=limit
-    )
-    connect(ctx.obj.address)
+    with step(f"loading {data}"):
+        task_data = load_data(
+            data, image_size=config.input_size, channels=config.in_channels, limit=limit
+        )
+    with step("starting Ray"):
+        connect(address)
     location: RegistryLocation = ctx.obj.location
-    found = similarities(location.db_url, location.store_uri, names, task_data.x_train)
+    with step(f"comparing with {len(names)} task(s)"):
+        found = similarities(location.db_url, location.store_uri, names, task_data.x_train)
     results = [{"task": name, "jsd": value} for name, value in found]
     document = {"results": results, "best": results[0] if results else None}
     if as_json:
@@ -436,15 +505,20 @@ def similarity(
 def predict(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Task name, or 'auto'.")],
-    files: Annotated[list[Path], typer.Argument(help="Image files or .npz batches (array x).")],
+    files: Annotated[
+        list[Path], typer.Argument(help="Image files, or .npz (array x) / .npy batches.")
+    ],
     as_json: JsonFlag = False,
 ) -> None:
     """Local inference on image files or .npz batches."""
-    from workers.inference import AUTO, Predictor, read_inputs
-
     with ctx.obj.registry() as registry:
         if name != AUTO:
             registry.get_task(name)
+        elif registry.head() is None:
+            raise StrataError("the registry holds no task yet: nothing to choose from")
+        with step("loading torch"):
+            from workers.inference import Predictor, read_inputs
+
         predictor = Predictor(registry)
         inputs, batch = read_inputs(files, predictor)
         document = predictor.predict(name, batch).to_dict(inputs)
@@ -461,21 +535,30 @@ def predict(
 @app.command()
 def serve(
     ctx: typer.Context,
-    host: Annotated[str, typer.Option(help="HTTP host.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
-    min_replicas: Annotated[int, typer.Option(help="Minimum model replicas.")] = 1,
-    max_replicas: Annotated[int, typer.Option(help="Maximum model replicas.")] = 2,
-    max_tasks: Annotated[int, typer.Option(help="Task models per replica (LRU).")] = 8,
+    host: Annotated[str, typer.Option(help="HTTP host.")] = SERVE.host,
+    port: Annotated[int, typer.Option(help="HTTP port.")] = SERVE.port,
+    min_replicas: Annotated[int, typer.Option(help="Minimum model replicas.")] = (
+        SERVE.min_replicas
+    ),
+    max_replicas: Annotated[int, typer.Option(help="Maximum model replicas.")] = (
+        SERVE.max_replicas
+    ),
+    max_tasks: Annotated[int, typer.Option(help="Task models per replica (LRU).")] = (
+        SERVE.max_tasks
+    ),
     target_ongoing: Annotated[
         int, typer.Option(help="Autoscaling target: ongoing requests per replica.")
-    ] = 4,
+    ] = SERVE.target_ongoing,
     upscale_delay: Annotated[
         float, typer.Option(help="Seconds of sustained load before replicas are added.")
-    ] = 30.0,
+    ] = SERVE.upscale_delay_s,
     downscale_delay: Annotated[
         float, typer.Option(help="Seconds of low load before replicas are removed.")
-    ] = 600.0,
-    max_batch: Annotated[int, typer.Option(help="Largest accepted batch.")] = 256,
+    ] = SERVE.downscale_delay_s,
+    max_batch: Annotated[int, typer.Option(help="Largest accepted batch.")] = SERVE.max_batch,
+    max_pixels: Annotated[
+        int, typer.Option(help="Pixels one request may decode, all its inputs together.")
+    ] = SERVE.max_pixels,
     haproxy: Annotated[
         bool,
         typer.Option(
@@ -487,21 +570,12 @@ def serve(
     follow: Annotated[
         float,
         typer.Option(
-            min=0.0,
             help="While running, check the registry every SECONDS and serve tasks added since "
             "(0: never).",
         ),
     ] = 10.0,
 ) -> None:
     """Start the Ray Serve application (HTTP)."""
-    from orchestrator.ray_runtime import connect
-
-    with ctx.obj.registry() as registry:
-        if not registry.list_tasks():
-            raise StrataError("the registry holds no task yet: nothing to serve")
-    connect(ctx.obj.address, haproxy=haproxy)
-    from workers.serving import ServeOptions, run_app  # imports Serve: after its settings
-
     options = ServeOptions(
         host=host,
         port=port,
@@ -512,7 +586,21 @@ def serve(
         upscale_delay_s=upscale_delay,
         downscale_delay_s=downscale_delay,
         max_batch=max_batch,
+        max_pixels=max_pixels,
     )
+    options.validate()
+    if not (math.isfinite(follow) and follow >= 0):
+        raise StrataError(f"--follow must be a finite number of seconds >= 0, not {follow}")
+    address = joined_address(ctx)
+    if address is None:  # the embedded instance serves on this machine: the port must be free
+        ensure_port_free(host, port)
+    with ctx.obj.registry() as registry:
+        if not registry.list_tasks():
+            raise StrataError("the registry holds no task yet: nothing to serve")
+    with step("starting Ray"):
+        connect(address, haproxy=haproxy)
+        from workers.serving import run_app  # imports Serve: after its settings
+
     url = run_app(ctx.obj.location, options, blocking=blocking, follow_s=follow)
     if not blocking:
         console.print(f"serving at {url}")
@@ -527,10 +615,20 @@ def demo(
     limit: Annotated[int | None, typer.Option(help="Cap samples per split (quick runs).")] = None,
 ) -> None:
     """The main job: a multi-task stream on built-in data, a results table, plots."""
-    from orchestrator.demo import run_demo
-    from orchestrator.ray_runtime import connect
+    validate_options(
+        AddTaskOptions(
+            name="demo",
+            data="builtin:mnist",
+            epochs=epochs,
+            finetune_epochs=finetune_epochs,
+            limit=limit,
+        )
+    )
+    address = joined_address(ctx)
+    with step("starting Ray"):
+        from orchestrator.demo import run_demo
 
-    connect(ctx.obj.address)
+        connect(address)
     run_demo(
         ctx.obj.location,
         out,
@@ -544,14 +642,25 @@ def demo(
 def main() -> None:
     """Console entry point: one clear line for every error a user can cause."""
     try:
-        app()
+        sys.exit(app(standalone_mode=False))
+    except NoArgsIsHelpError as exc:
+        sys.stdout.write(exc.ctx.get_help() + "\n")
+        sys.exit(exc.exit_code)
+    except UsageError as exc:
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+        _fail(f"{exc.format_message()}{where}", exc.exit_code)
+    except ClickException as exc:
+        _fail(exc.format_message(), exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        _fail("interrupted", 130)
     except StrataError as exc:
-        sys.stderr.write(f"error: {exc}\n")
-        sys.exit(1)
+        _fail(str(exc), 1)
     except OperationalError as exc:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        sys.stderr.write(f"error: cannot use the registry database: {reason}\n")
-        sys.exit(1)
-    except KeyboardInterrupt:
-        sys.stderr.write("error: interrupted\n")
-        sys.exit(130)
+        _fail(f"cannot use the registry database: {reason}", 1)
+
+
+def _fail(message: str, code: int) -> None:
+    """One ``error:`` line (a multi-line message is folded onto it) and the exit code."""
+    sys.stderr.write(f"error: {' '.join(message.split())}\n")
+    sys.exit(code)

@@ -7,18 +7,19 @@ so a crash anywhere before it leaves the registry as it was (the job row says "f
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 
 import ray
 
 from orchestrator.commits import task_commit
 from orchestrator.location import RegistryLocation
-from orchestrator.rates import DEFAULT_POLICY, RatePolicy, load_policy
+from orchestrator.options import FIRST_TASK_ONLY, AddTaskOptions, validate_options
+from orchestrator.rates import RatePolicy, load_policy
 from orchestrator.ray_runtime import connect
-from registry.candidates import parse_policy as parse_candidates
 from registry.commit import TaskCommit
 from registry.errors import TaskExists
+from registry.liveness import Heartbeat
 from registry.records import JobRow, TaskRow
 from registry.store import Registry
 from workers.backbone import BackboneConfig
@@ -35,34 +36,15 @@ from workers.training import TrainConfig
 from workers.training_ray import JobHeartbeat, TrainedTask, gpu_request, train_task
 
 
-@dataclass(frozen=True)
-class AddTaskOptions:
-    """Everything ``strata add-task`` accepts; stored with the job for re-runs."""
-
-    name: str
-    data: str
-    backbone: str = "vgg16"
-    width: float = 0.125
-    input_size: int = 32
-    epochs: int = 4
-    finetune_epochs: int = 2
-    batch_size: int = 64
-    lr: float = 1e-3
-    policy: str = DEFAULT_POLICY
-    candidates: str = "all"
-    granularity: str = "weight"
-    seed: int = 0
-    limit: int | None = None
-
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(
-            epochs=self.epochs,
-            finetune_epochs=self.finetune_epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            granularity=self.granularity,  # type: ignore[arg-type]
-            seed=self.seed,
-        )
+def train_config(options: AddTaskOptions) -> TrainConfig:
+    return TrainConfig(
+        epochs=options.epochs,
+        finetune_epochs=options.finetune_epochs,
+        batch_size=options.batch_size,
+        lr=options.lr,
+        granularity=options.granularity,  # type: ignore[arg-type]
+        seed=options.seed,
+    )
 
 
 @dataclass
@@ -76,25 +58,36 @@ class PreparedTask:
     policy: RatePolicy
 
 
-def validate_options(options: AddTaskOptions) -> None:
-    if options.granularity not in ("weight", "filter"):
-        raise StrataError(
-            f"--granularity must be 'weight' or 'filter', not {options.granularity!r}"
-        )
-    if options.epochs < 1 or options.finetune_epochs < 0 or options.batch_size < 1:
-        raise StrataError("--epochs must be ≥ 1, --finetune-epochs ≥ 0, --batch-size ≥ 1")
-    if not 0 < options.width <= 1 or options.input_size < 32:
-        raise StrataError("--width must be in (0, 1] and --input-size at least 32")
-    parse_candidates(options.candidates)
+def _check_first_task_options(
+    config: BackboneConfig, options: AddTaskOptions, explicit: Collection[str]
+) -> None:
+    """Refuse a first-task-only option given for a later task with another value than the
+    registry's network has: it cannot apply, and ignoring it silently would mislead."""
+    for option, field in FIRST_TASK_ONLY.items():
+        given, fixed = getattr(options, option), getattr(config, field)
+        if option in explicit and given != fixed:
+            flag = "--" + option.replace("_", "-")
+            raise StrataError(
+                f"{flag} {given} differs from the registry's network ({fixed}), which the "
+                f"first task fixed; leave {flag} out for later tasks"
+            )
 
 
-def prepare(registry: Registry, options: AddTaskOptions) -> PreparedTask:
-    """Check everything the user controls before any job row or training exists."""
+def prepare(
+    registry: Registry, options: AddTaskOptions, explicit: Collection[str] = ()
+) -> PreparedTask:
+    """Check everything the user controls before any job row or training exists.
+
+    ``explicit`` names the options the user gave (not defaults), for the first-task-only check.
+    """
     validate_options(options)
     if registry.task_exists(options.name):
         raise TaskExists(f"a task named {options.name!r} already exists; pick another name")
+    registry.blobs.check_writable()
     head = registry.head()
     config = backbone_of(registry)
+    if config is not None:
+        _check_first_task_options(config, options, explicit)
     if head is None or config is None:
         channels = peek_spec(options.data).shape[0]
         config = BackboneConfig(
@@ -127,6 +120,7 @@ def add_task(
     on_stage: ProgressHook | None = None,
     on_job: Callable[[JobRow], None] | None = None,
     ray_address: str | None = None,
+    explicit: Collection[str] = (),
 ) -> TaskRow:
     """Run the whole add-task method for one task and commit it; returns the task row.
 
@@ -135,14 +129,17 @@ def add_task(
     stage = on_stage or (lambda _: None)
     registry = Registry.open(location.db_url, location.store_uri)
     try:
-        prepared = prepare(registry, options)
+        stage("checking the request and loading the data")
+        prepared = prepare(registry, options, explicit)
+        stage("joining Ray")
         connect(ray_address)
         job = registry.create_job(options.name, asdict(options))
         registry.start_job(job.id)
         if on_job is not None:
             on_job(job)
         try:
-            row = _run(registry, location, prepared, job.id, stage)
+            with Heartbeat(lambda: registry.heartbeat(job.id)):  # alive through every step
+                row = _run(registry, location, prepared, job.id, stage)
         except BaseException as exc:
             registry.finish_job(job.id, error=f"{type(exc).__name__}: {exc}")
             raise
@@ -176,7 +173,7 @@ def _run(
         prepared.network,
         prepared.data,
         rates,
-        prepared.policy.train_config(options.train_config()),
+        prepared.policy.train_config(train_config(options)),
         base_private,
         JobHeartbeat(location.db_url, location.store_uri, job_id),
     )

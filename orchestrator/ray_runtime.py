@@ -1,14 +1,18 @@
 """Connecting to Ray: an embedded instance by default, a cluster with ``--address``.
 
-Ray 2.60 turns on token auth for local clusters. ``ray.init`` handles the token itself; the
-jobs client needs ``RAY_AUTH_MODE=token``, which Ray reads once, when it is first imported, so
-``jobs_client`` sets it before importing anything of Ray.
+Ray 2.60 turns on token auth for local clusters; ``ray.init`` reads the token, which Strata
+writes first, private to its owner (``create_private_token``). The jobs client of ``strata
+submit`` lives in ``orchestrator.addresses``. Also here: the port checks of ``strata serve``.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
+import secrets
+import socket
+from pathlib import Path
 
 from workers.errors import StrataError
 
@@ -27,6 +31,13 @@ HAPROXY_ENV = {
     # Serve itself, and 30 s would hold every redeploy and shutdown that long.
     "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
 }
+# HAProxy's stats page and Prometheus exporter listen on these ports, fixed by default (8404,
+# 9101) and bound on every interface by Serve's config template, which takes no address: a
+# second HAProxy on the machine would fail or share them. ``connect`` gives each embedded
+# instance ports the system picked free, unless the environment already names some.
+# Where Ray looks for the auth token of a local cluster (``ray._private.authentication``).
+DEFAULT_TOKEN_PATH = Path.home() / ".ray" / "auth_token"
+HAPROXY_PORT_ENVS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
 
 
 def connect(address: str | None = None, *, haproxy: bool = False) -> None:
@@ -54,6 +65,11 @@ def connect(address: str | None = None, *, haproxy: bool = False) -> None:
     else:
         if haproxy:
             os.environ.update(HAPROXY_ENV)  # the embedded instance's processes inherit it
+            for name, port in zip(
+                HAPROXY_PORT_ENVS, free_ports(len(HAPROXY_PORT_ENVS)), strict=True
+            ):
+                os.environ.setdefault(name, str(port))
+        create_private_token()
         ray.init(
             address="local",
             include_dashboard=False,
@@ -62,9 +78,74 @@ def connect(address: str | None = None, *, haproxy: bool = False) -> None:
         )
 
 
-def jobs_client(address: str):
-    """A Ray jobs client for ``address`` (``http://host:8265``) with token auth enabled."""
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    from ray.job_submission import JobSubmissionClient
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on every interface now (held together while picked)."""
+    probes = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
-    return JobSubmissionClient(address)
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Refuse a port something already listens on, before anything starts to serve there.
+
+    Serve's proxies bind with SO_REUSEPORT, so a second server on a busy port would start
+    quietly and take part of the first one's traffic. A probe socket without that option
+    cannot bind where anyone listens (SO_REUSEADDR only lets it past closing connections);
+    every address the host resolves to is probed.
+    """
+    if not 0 < port < 65536:
+        raise StrataError(f"port must be in 1..65535, not {port}")
+    try:
+        addresses = {
+            (family, address)
+            for family, *_, address in socket.getaddrinfo(
+                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+        }
+    except (socket.gaierror, UnicodeError, OverflowError) as exc:
+        raise StrataError(f"cannot serve on host {host!r}: {exc}") from None
+    failures = [_bind_failure(family, address) for family, address in sorted(addresses)]
+    if any(failure is not None and failure.errno == errno.EADDRINUSE for failure in failures):
+        raise StrataError(
+            f"port {port} on {host} is already in use (another `strata serve`?); "
+            "choose a free one with --port, or stop what listens there"
+        )
+    if all(failures):
+        raise StrataError(f"cannot serve on {host}:{port}: {failures[0].strerror}")
+
+
+def _bind_failure(family: int, address: tuple) -> OSError | None:
+    """Why a plain socket cannot bind ``address`` now (None: it can)."""
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return exc
+    return None
+
+
+def create_private_token(path: Path = DEFAULT_TOKEN_PATH) -> None:
+    """Write the embedded instance's auth token readable by its owner only (0600).
+
+    Ray generates the token at the first local start when none exists, and writes it with the
+    process umask (usually world-readable); the token lets anyone on the machine run code in
+    the cluster. Written here first, exclusively and private, Ray finds it and uses it. Nothing
+    is done when the token comes from elsewhere or token auth is turned off.
+    """
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "disabled":
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32))

@@ -1,8 +1,12 @@
 """Content-addressed blob store on any fsspec filesystem (local folder by default, or S3).
 
-Layout: ``<root>/<sha[:2]>/<sha>.<suffix>``. Writes are idempotent and atomic: a local blob
-is written to a temp file beside its key, fsynced and renamed into place; on object stores
-a key is written once with a single PUT, which is atomic there. Every read re-hashes.
+Layout: ``<root>/<key>``, key ``<sha[:2]>/<sha>.<suffix>``. The registry records keys, not
+URIs, and a key is always resolved against the store it is given, never another root: a
+copied, moved or restored registry reads (and garbage-collects) its own folder.
+
+Writes are idempotent and atomic: a local blob is written to a temp file beside its key,
+fsynced and renamed into place; on object stores a key is written once with a single PUT,
+which is atomic there. Every read re-hashes.
 
 Store URIs:
 - a path or ``file:///abs/path`` (default ``./.strata/blobs``, made absolute);
@@ -19,6 +23,7 @@ import hashlib
 import os
 import re
 import tempfile
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,21 +34,25 @@ from urllib.parse import parse_qsl, urlsplit
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from registry.errors import BlobCorrupted, BlobMissing
+from registry.errors import BlobCorrupted, BlobMissing, StoreUnwritable
 
 DEFAULT_STORE_URI = "./.strata/blobs"
 S3_ENDPOINT_ENV = "STRATA_S3_ENDPOINT"
 _BOOLEANS = {"true": True, "false": False}
 # What the store itself writes under its root: blob keys, and the temp files of local writes
 # (``_atomic_write``). Anything else there belongs to someone else.
-_OWN_KEY = re.compile(r"[0-9a-f]{2}/(?:[0-9a-f]{64}\.\w+|\.[0-9a-f]{64}\.\w+\.[^/]+\.tmp)")
+_BLOB_KEY = r"[0-9a-f]{2}/[0-9a-f]{64}\.\w+"
+_OWN_KEY = re.compile(rf"{_BLOB_KEY}|[0-9a-f]{{2}}/\.[0-9a-f]{{64}}\.\w+\.[^/]+\.tmp")
+# The key at the end of a blob reference: a key, or a URI from before keys (migration 0002).
+_KEY_AT_END = re.compile(rf"(?:^|/)({_BLOB_KEY})$")
 
 
 @dataclass(frozen=True)
 class BlobRef:
-    """Where a blob was stored and what it must hash to."""
+    """Where a blob was stored (``key`` under the store, ``uri`` for people) and its hash."""
 
     sha256: str
+    key: str
     uri: str
     size: int
 
@@ -52,6 +61,7 @@ class BlobRef:
 class StoredObject:
     """One object under the store's root: a blob, or the temp file of an interrupted write."""
 
+    key: str
     uri: str
     size: int
     modified: datetime
@@ -59,6 +69,12 @@ class StoredObject:
 
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def key_of(reference: str) -> str | None:
+    """The blob key a registry reference names (a key, or an old absolute URI's tail)."""
+    match = _KEY_AT_END.search(reference)
+    return match.group(1) if match else None
 
 
 def _split_options(uri: str) -> tuple[str, dict[str, Any]]:
@@ -98,6 +114,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+def _not_a_file(uri: str) -> BlobCorrupted:
+    return BlobCorrupted(f"blob {uri} is not a file (a directory is in its place): remove it")
+
+
 def _modified(fs: fsspec.AbstractFileSystem, path: str, info: Mapping[str, Any]) -> datetime:
     """When an object was last written, from the field its filesystem reports."""
     if "mtime" in info:  # local
@@ -134,46 +154,60 @@ class BlobStore:
     def key(sha256: str, suffix: str) -> str:
         return f"{sha256[:2]}/{sha256}.{suffix.lstrip('.')}"
 
-    def _path(self, uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
-        if uri.startswith(self.uri + "/"):
-            return self.fs, f"{self._root}/{uri[len(self.uri) + 1 :]}"
-        # A blob recorded under another root (e.g. an older store location).
-        fs, path = fsspec.core.url_to_fs(uri)
-        return fs, path
+    def uri_of(self, key: str) -> str:
+        """The full URI of ``key`` in this store (for messages and listings)."""
+        return f"{self.uri}/{key}"
+
+    def _path(self, reference: str) -> str:
+        """The path of a key (or of a URI inside this store); never another store's object."""
+        key = reference.removeprefix(self.uri + "/")
+        if not _OWN_KEY.fullmatch(key):
+            raise BlobMissing(f"blob {reference} is not a key of the store {self.uri}")
+        return f"{self._root}/{key}"
 
     def put(self, data: bytes, suffix: str) -> BlobRef:
         """Store ``data`` under its hash; a no-op if an intact copy is already there."""
         sha = sha256_hex(data)
         key = self.key(sha, suffix)
-        ref = BlobRef(sha256=sha, uri=f"{self.uri}/{key}", size=len(data))
+        ref = BlobRef(sha256=sha, key=key, uri=self.uri_of(key), size=len(data))
         if self._intact(ref):
             return ref
-        path = f"{self._root}/{key}"
-        if self.is_local:
-            _atomic_write(Path(path), data)
-        else:
-            self.fs.pipe_file(path, data)
+        path = self._path(key)
+        try:
+            if self.is_local:
+                _atomic_write(Path(path), data)
+            else:
+                self.fs.pipe_file(path, data)
+        except IsADirectoryError as exc:
+            raise _not_a_file(ref.uri) from exc
         return ref
 
     def _intact(self, ref: BlobRef) -> bool:
-        fs, path = self._path(ref.uri)
         try:
-            if fs.size(path) != ref.size:
+            if self.fs.size(self._path(ref.key)) != ref.size:  # cheap before re-hashing
                 return False
-            return sha256_hex(fs.cat_file(path)) == ref.sha256
-        except FileNotFoundError:
+            return sha256_hex(self._read(ref.key)) == ref.sha256
+        except (FileNotFoundError, BlobMissing):
             return False
 
-    def get(self, uri: str, sha256: str) -> bytes:
-        """The blob's bytes; BlobMissing if absent, BlobCorrupted if the hash differs."""
-        fs, path = self._path(uri)
+    def _read(self, reference: str) -> bytes:
+        path = self._path(reference)
         try:
-            data = fs.cat_file(path)
+            return self.fs.cat_file(path)
         except FileNotFoundError as exc:
-            raise BlobMissing(f"blob {uri} is missing from the store") from exc
+            raise BlobMissing(f"blob {reference} is missing from the store {self.uri}") from exc
+        except IsADirectoryError as exc:
+            raise _not_a_file(reference) from exc
+
+    def get(self, reference: str, sha256: str) -> bytes:
+        """The bytes of a key (or a URI inside this store); BlobMissing if absent,
+        BlobCorrupted if the hash differs or something other than a file is in its place."""
+        data = self._read(reference)
         actual = sha256_hex(data)
         if actual != sha256:
-            raise BlobCorrupted(f"blob {uri} is corrupted: sha256 {actual}, expected {sha256}")
+            raise BlobCorrupted(
+                f"blob {reference} is corrupted: sha256 {actual}, expected {sha256}"
+            )
         return data
 
     def listing(self) -> list[StoredObject]:
@@ -187,7 +221,8 @@ class BlobStore:
         keys = {path: path[len(self._root) + 1 :] for path in found}
         return [
             StoredObject(
-                uri=f"{self.uri}/{key}",
+                key=key,
+                uri=self.uri_of(key),
                 size=int(found[path]["size"]),
                 modified=_modified(self.fs, path, found[path]),
             )
@@ -195,6 +230,22 @@ class BlobStore:
             if _OWN_KEY.fullmatch(key)
         ]
 
-    def delete(self, uri: str) -> None:
-        fs, path = self._path(uri)
-        fs.rm_file(path)
+    def delete(self, reference: str) -> None:
+        """Remove the object of a key (or of a URI inside this store)."""
+        self.fs.rm_file(self._path(reference))
+
+    def check_writable(self) -> None:
+        """Write and remove a probe under the root, so that a store that cannot keep blobs
+        (a file, a read-only folder, a bucket without write access) fails before training,
+        not after it."""
+        probe = f"{self._root}/.strata-probe-{os.getpid()}-{uuid.uuid4().hex}"
+        try:
+            if self.is_local:
+                Path(self._root).mkdir(parents=True, exist_ok=True)
+            self.fs.pipe_file(probe, b"probe")
+            self.fs.rm_file(probe)
+        except (OSError, PermissionError, ValueError) as exc:
+            raise StoreUnwritable(
+                f"the blob store {self.uri} cannot be written ({type(exc).__name__}: "
+                f"{' '.join(str(exc).split()) or 'no detail'}); give a writable folder or bucket"
+            ) from exc

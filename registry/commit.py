@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,8 +83,46 @@ class TaskCommit:
         weights, owners, shared_problems = split_shared(self.shared, self.layer_names)
         return problems + shared_problems + ownership_problems(self.mask, weights, owners)
 
+    def nonfinite_problems(self) -> list[str]:
+        """NaN or inf anywhere in what the commit stores (e.g. after training with lr=inf)."""
+        arrays: dict[str, Mapping[str, np.ndarray]] = {
+            "shared": self.shared,
+            "private": self.private,
+            "summary": self.summary,
+        }
+        problems = [
+            f"{part} tensor {name!r} has {count} non-finite values"
+            for part, tensors in arrays.items()
+            for name, count in nonfinite_counts(tensors).items()
+        ]
+        scalars = {"rate": self.rate, "val_accuracy": self.val_accuracy}
+        scalars |= {"reference_jsd": self.reference_jsd} if self.reference_jsd is not None else {}
+        scalars |= {f"jsd to {task}": jsd for task, jsd, _ in self.similarities}
+        scalars |= {f"layer {layer.name} rate": layer.rate for layer in self.layers}
+        problems += [f"{what} is {value}" for what, value in scalars.items() if not _finite(value)]
+        return problems
+
     def validate(self) -> None:
         """Raise ValueError (a caller bug, not a user error) if the commit is inconsistent."""
         problems = self.problems()
         if problems:
             raise ValueError(f"inconsistent commit of task {self.name!r}: " + "; ".join(problems))
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except TypeError:
+        return False
+
+
+def nonfinite_counts(tensors: Mapping[str, np.ndarray]) -> dict[str, int]:
+    """Per floating-point tensor with NaN/inf, how many such values it holds."""
+    counts = {}
+    for name, tensor in tensors.items():
+        array = np.asarray(tensor)
+        if np.issubdtype(array.dtype, np.inexact):
+            bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+            if bad:
+                counts[name] = bad
+    return counts

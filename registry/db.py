@@ -18,7 +18,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 import migrations
@@ -42,16 +42,41 @@ def _sqlite_file(url: URL) -> Path | None:
     return Path(database)
 
 
-def make_engine(
-    url: str | URL | None = None, *, foreign_keys: bool = True, **kwargs: Any
-) -> Engine:
-    """Create an engine; on SQLite: parent dir created, foreign keys on, WAL, busy timeout.
+def parse_url(url: str | URL) -> URL:
+    """``url`` parsed, with a dialect and driver this installation can load."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise RegistryUnavailable(
+            f"cannot open the registry at {display_url(url)}: not a database URL "
+            "(e.g. sqlite:///path/registry.db or postgresql+psycopg://USER@HOST:5432/DB)"
+        ) from exc
+    try:
+        parsed.get_dialect()
+    except (NoSuchModuleError, ImportError) as exc:
+        raise RegistryUnavailable(
+            f"cannot open the registry at {display_url(parsed)}: unknown database dialect or "
+            f"driver {parsed.drivername!r} (use sqlite or postgresql+psycopg)"
+        ) from exc
+    return parsed
 
-    ``foreign_keys=False`` is for migrations only (SQLite's table-rebuild procedure).
+
+def make_engine(
+    url: str | URL | None = None,
+    *,
+    foreign_keys: bool = True,
+    create: bool = False,
+    **kwargs: Any,
+) -> Engine:
+    """Create an engine; on SQLite: foreign keys on, WAL, busy timeout.
+
+    ``create`` (``strata init`` only) makes a SQLite file's parent folder; without it
+    nothing is created on disk before a connection is opened. ``foreign_keys=False`` is for
+    migrations only (SQLite's table-rebuild procedure).
     """
-    url = make_url(url or DEFAULT_DB_URL)
+    url = parse_url(url or DEFAULT_DB_URL)
     sqlite_file = _sqlite_file(url)
-    if sqlite_file is not None:
+    if sqlite_file is not None and create:
         try:
             sqlite_file.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -85,8 +110,13 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 def display_url(engine_or_url: Engine | str | URL) -> str:
-    url = engine_or_url.url if isinstance(engine_or_url, Engine) else make_url(engine_or_url)
-    return url.render_as_string(hide_password=True)
+    """The URL for messages: never with its password (and a non-URL never echoed)."""
+    if isinstance(engine_or_url, Engine):
+        engine_or_url = engine_or_url.url
+    try:
+        return make_url(engine_or_url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<not a database URL>"
 
 
 def alembic_config(url: str | URL, connection: Connection | None = None) -> Config:
@@ -104,10 +134,13 @@ def alembic_config(url: str | URL, connection: Connection | None = None) -> Conf
 
 @contextmanager
 def reachable(engine_or_url: Engine | str | URL) -> Iterator[None]:
-    """Turn "cannot connect" driver errors into one clear RegistryUnavailable line."""
+    """Turn "cannot connect" driver errors (and SQLite's "file is not a database") into one
+    clear RegistryUnavailable line."""
     try:
         yield
-    except OperationalError as exc:
+    except DatabaseError as exc:
+        if not isinstance(exc, OperationalError) and type(exc) is not DatabaseError:
+            raise  # integrity and SQL errors are bugs, not an unreachable registry
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
         raise RegistryUnavailable(
             f"cannot open the registry at {display_url(engine_or_url)}: {reason}"
@@ -130,7 +163,7 @@ def migrate(connection: Connection, fn: Callable[[], None]) -> None:
 
 def _run_on_connection(url: str | URL, fn: Any, *args: Any) -> None:
     # Our engine (not Alembic's engine_from_config), so SQLite gets the same PRAGMAs/BEGIN.
-    engine = make_engine(url, foreign_keys=False)
+    engine = make_engine(url, foreign_keys=False, create=True)
     try:
         with reachable(url), engine.begin() as connection:
             migrate(connection, lambda: fn(alembic_config(url, connection), *args))
@@ -139,8 +172,43 @@ def _run_on_connection(url: str | URL, fn: Any, *args: Any) -> None:
 
 
 def upgrade(url: str | URL | None = None, revision: str = "head") -> None:
-    """Create or upgrade the registry schema (``strata init``)."""
-    _run_on_connection(url or DEFAULT_DB_URL, command.upgrade, revision)
+    """Create or upgrade the registry schema (``strata init``); SchemaOutOfDate for a
+    registry that a newer Strata migrated (this code cannot know its schema)."""
+    url = url or DEFAULT_DB_URL
+    _refuse_unknown_revision(url)
+    _run_on_connection(url, command.upgrade, revision)
+
+
+def _refuse_unknown_revision(url: str | URL) -> None:
+    if not database_exists(url):
+        return
+    engine = make_engine(url)
+    try:
+        with reachable(url):
+            current = current_revision(engine)
+    finally:
+        engine.dispose()
+    _check_known(url, current)
+
+
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config(DEFAULT_DB_URL))
+
+
+def _check_known(url: str | URL, current: str | None) -> None:
+    """SchemaOutOfDate for a revision no migration here knows (a newer Strata wrote it)."""
+    scripts = _scripts()
+    if current is not None and current not in {rev.revision for rev in scripts.walk_revisions()}:
+        raise SchemaOutOfDate(
+            f"registry at {display_url(url)} is at revision {current}, which this version of "
+            f"Strata does not know (newest {scripts.get_current_head()}): upgrade Strata"
+        )
+
+
+def database_exists(url: str | URL) -> bool:
+    """False only for a SQLite file that is not there (other databases: ask the server)."""
+    sqlite_file = _sqlite_file(parse_url(url))
+    return sqlite_file is None or sqlite_file.exists()
 
 
 def downgrade(url: str | URL | None, revision: str) -> None:
@@ -149,7 +217,7 @@ def downgrade(url: str | URL | None, revision: str) -> None:
 
 
 def head_revision() -> str | None:
-    return ScriptDirectory.from_config(alembic_config(DEFAULT_DB_URL)).get_current_head()
+    return _scripts().get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
@@ -159,8 +227,11 @@ def current_revision(engine: Engine) -> str | None:
 
 def check_schema(engine: Engine) -> None:
     """Raise SchemaOutOfDate unless the database is exactly at this code's Alembic head."""
-    with reachable(engine):
-        current = current_revision(engine)
+    current = None
+    if database_exists(engine.url):  # a SQLite file is created by connecting: don't
+        with reachable(engine):
+            current = current_revision(engine)
+    _check_known(engine.url, current)
     expected = head_revision()
     if current != expected:
         raise SchemaOutOfDate(

@@ -41,3 +41,11 @@ class JobNotFound(RegistryError):
 
 class JobStateError(RegistryError):
     """A job state change that its current state does not allow (e.g. finishing twice)."""
+
+
+class CommitRefused(RegistryError):
+    """A new version would change an earlier task's weights or holds non-finite values."""
+
+
+class StoreUnwritable(RegistryError):
+    """The blob store cannot take new blobs (checked before training)."""

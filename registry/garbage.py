@@ -6,9 +6,12 @@ the bytes. A local write interrupted before its rename leaves a temp file. Neith
 read again.
 
 Blobs are content-addressed, so a re-run that produces the same bytes finds them in place and
-only points to them when it commits. Deleting therefore refuses while an add-task job still
-shows signs of life, and spares objects younger than ``min_age_s`` (what a job that started
-since is writing).
+only points to them when it commits. Deleting therefore refuses while an add-task job is
+live (queued or running and not ``lost``, see ``registry.liveness``), and spares objects
+younger than ``min_age_s`` (what a job that started since is writing).
+
+Objects and rows are matched by store key, never by full URI: a copied or moved registry
+keeps every blob its rows point to.
 """
 
 from __future__ import annotations
@@ -19,11 +22,10 @@ from typing import Any
 
 from registry.blobstore import StoredObject
 from registry.errors import RegistryError
+from registry.liveness import LIVE_JOB_STATES
 from registry.models import utcnow
 from registry.records import JobRow
 from registry.store import Registry
-
-LIVE_JOB_STATES = ("queued", "running")
 
 
 class StoreBusy(RegistryError):
@@ -60,36 +62,31 @@ def find_garbage(registry: Registry, min_age_s: float) -> Garbage:
     counts as referenced.
     """
     listed = registry.blobs.listing()
-    referenced = registry.blob_uris()
+    referenced = registry.blob_keys()
     now = utcnow()
-    orphans = [item for item in listed if item.uri not in referenced]
+    orphans = [item for item in listed if item.key not in referenced]
     cutoff = now - timedelta(seconds=min_age_s)
     return Garbage(orphans, [item for item in orphans if item.modified < cutoff], now)
 
 
-def live_jobs(registry: Registry, min_age_s: float) -> list[JobRow]:
-    """Queued or running jobs that showed a sign of life (created, started, a heartbeat)
-    within ``min_age_s``: a job whose driver was killed stops counting after that."""
-    cutoff = utcnow() - timedelta(seconds=min_age_s)
-    return [
-        job
-        for job in registry.list_jobs()
-        if job.state in LIVE_JOB_STATES
-        and max(t for t in (job.created_at, job.started_at, job.heartbeat_at) if t) > cutoff
-    ]
+def live_jobs(registry: Registry) -> list[JobRow]:
+    """Queued or running jobs that are not lost: a job whose driver was killed stops
+    counting once it has been silent for ``registry.lost_after``."""
+    return [job for job in registry.list_jobs() if job.state in LIVE_JOB_STATES]
 
 
 def collect_garbage(registry: Registry, min_age_s: float, delete: bool) -> Garbage:
     """Find the unreferenced objects and, with ``delete``, remove those older than
     ``min_age_s``; StoreBusy (nothing removed) while an add-task job is live."""
-    if delete and (live := live_jobs(registry, min_age_s)):
+    if delete and (live := live_jobs(registry)):
         job = live[0]
+        silence = registry.lost_after.total_seconds()
         raise StoreBusy(
             f"{len(live)} add-task job(s) still live (job {job.id} for task {job.task_name!r} "
-            f"is {job.state}): delete once they end, or after {min_age_s:g} s without a heartbeat"
+            f"is {job.state}): delete once they end, or once silent for {silence:g} s (lost)"
         )
     garbage = find_garbage(registry, min_age_s)
     if delete:
         for item in garbage.old:
-            registry.blobs.delete(item.uri)
+            registry.blobs.delete(item.key)
     return garbage

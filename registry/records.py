@@ -8,6 +8,7 @@ costs seconds, rows cost milliseconds.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from functools import cache
@@ -23,16 +24,31 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+#: Resolves a blob key against the registry's store (``BlobStore.uri_of``).
+Locate = Callable[[str], str]
+
+
 @dataclass(frozen=True)
 class BlobRow:
-    """Where a blob is and what it hashes to (its layout meta is loaded only when needed)."""
+    """Where a blob is and what it hashes to (its layout meta is loaded only when needed).
+
+    ``key`` is what the row records (relative to the store); ``uri`` is that key resolved
+    against the store the registry was opened with.
+    """
 
     id: int
     kind: str
     sha256: str
-    uri: str
+    key: str
     size_bytes: int
     numel: int | None
+    uri: str
+
+    @classmethod
+    def of(cls, values: Sequence[Any], locate: Locate) -> BlobRow:
+        """From the columns of ``_blob_columns``, in order."""
+        blob_id, kind, sha256, key, size_bytes, numel = values
+        return cls(blob_id, kind, sha256, key, size_bytes, numel, uri=locate(key))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -43,12 +59,23 @@ class BlobRow:
         }
 
 
-_BLOB_FIELDS = [f.name for f in fields(BlobRow)]
+# BlobRow fields read from the table, and the column each one comes from.
+_BLOB_COLUMNS = {
+    "id": "id",
+    "kind": "kind",
+    "sha256": "sha256",
+    "key": "uri",
+    "size_bytes": "size_bytes",
+    "numel": "numel",
+}
+_BLOB_WIDTH = len(_BLOB_COLUMNS)
 
 
 def _blob_columns(blob: Any, prefix: str) -> list[Label[Any]]:
     """A blob's BlobRow columns, in field order (rows are unpacked positionally)."""
-    return [getattr(blob, name).label(f"{prefix}_{name}") for name in _BLOB_FIELDS]
+    return [
+        getattr(blob, column).label(f"{prefix}_{name}") for name, column in _BLOB_COLUMNS.items()
+    ]
 
 
 @dataclass(frozen=True)
@@ -70,8 +97,8 @@ class VersionRow:
         ).join(Blob, Blob.id == ModelVersion.weights_blob_id)
 
     @classmethod
-    def of(cls, row: Row[Any]) -> VersionRow:
-        return cls(*row[:4], weights=BlobRow(*row[4:]))
+    def of(cls, row: Row[Any], locate: Locate) -> VersionRow:
+        return cls(*row[:4], weights=BlobRow.of(row[4:], locate))
 
 
 @dataclass(frozen=True)
@@ -113,9 +140,13 @@ class TaskRow:
         )
 
     @classmethod
-    def of(cls, row: Row[Any]) -> TaskRow:
-        n, b = len(_TASK_FIELDS), len(_BLOB_FIELDS)
-        return cls(*row[:n], mask=BlobRow(*row[n : n + b]), private=BlobRow(*row[n + b :]))
+    def of(cls, row: Row[Any], locate: Locate) -> TaskRow:
+        n, b = len(_TASK_FIELDS), _BLOB_WIDTH
+        return cls(
+            *row[:n],
+            mask=BlobRow.of(row[n : n + b], locate),
+            private=BlobRow.of(row[n + b :], locate),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The keys of ``strata tasks --json`` (and the task part of ``strata show``)."""
@@ -172,12 +203,13 @@ class JobRow:
     args: dict[str, Any]
 
     @classmethod
-    def of(cls, job: Job) -> JobRow:
+    def of(cls, job: Job, state: str | None = None) -> JobRow:
+        """The row of ``job``; ``state`` overrides the stored one (``lost`` is derived)."""
         return cls(
             id=job.id,
             kind=job.kind,
             task_name=job.task_name,
-            state=job.state,
+            state=state or job.state,
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from types import TracebackType
 from typing import Any
 
@@ -29,21 +30,23 @@ from sqlalchemy import Engine, Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload, selectinload
 
-from registry.blobstore import BlobStore
+from registry.blobstore import BlobStore, key_of
 from registry.candidates import CandidatePolicy, candidate_filter, parse_policy
 from registry.codecs import decode_arrays, encode_arrays, pack_mask, unpack_mask
-from registry.commit import LayerStats, TaskCommit
+from registry.commit import LayerStats, TaskCommit, nonfinite_counts
 from registry.db import (
     DEFAULT_DB_URL,
     SQLITE_BEGIN_IMMEDIATE,
     check_schema,
     display_url,
     make_engine,
+    reachable,
     session_factory,
 )
 from registry.errors import (
     BlobCorrupted,
     BlobMissing,
+    CommitRefused,
     HeadMoved,
     JobNotFound,
     JobStateError,
@@ -51,6 +54,7 @@ from registry.errors import (
     TaskExists,
     TaskNotFound,
 )
+from registry.liveness import LIVE_JOB_STATES, LOST, lost_after, reported_state
 from registry.models import (
     Blob,
     Job,
@@ -63,6 +67,7 @@ from registry.models import (
 )
 from registry.ownership import owner_stats, ownership_problems, split_shared
 from registry.records import BlobRow, JobRow, SimilarityRow, TaskRow, VersionRow
+from registry.retry import RETRY_BUDGET_S, connection_lost, retry_connection
 
 ADD_TASK = "add-task"
 
@@ -103,6 +108,39 @@ class _VersionState:
     def layout(self) -> list[tuple[str, tuple[int, ...]]]:
         return [(name, m.shape) for name, m in self.mask.items()]
 
+    @classmethod
+    def of_parent(cls, shared: Mapping[str, np.ndarray], layers: Sequence[str]) -> _VersionState:
+        """A parent version as a commit sees it: its mask is what its owner maps own."""
+        weights, owners, problems = split_shared(shared, layers)
+        if problems:
+            raise CommitRefused(f"the parent version has other layers: {problems[0]}")
+        return cls({n: owner > 0 for n, owner in owners.items()}, weights, owners)
+
+
+def _summary(task: str, data: bytes, required: Mapping[str, int]) -> dict[str, np.ndarray]:
+    """A stored summary, decoded and checked to hold ``required`` (name → ndim), finite."""
+    try:
+        arrays = decode_arrays(data)
+    except BlobCorrupted as exc:
+        raise BlobCorrupted(f"the stored summary of task {task!r} is corrupted: {exc}") from exc
+    problems = [
+        f"array {name!r} is missing"
+        if name not in arrays
+        else f"array {name!r} has shape {arrays[name].shape}, expected {ndim} non-empty dims"
+        for name, ndim in required.items()
+        if name not in arrays or arrays[name].ndim != ndim or arrays[name].size == 0
+    ]
+    problems += [
+        f"array {n!r} has {c} non-finite values" for n, c in nonfinite_counts(arrays).items()
+    ]
+    if problems:
+        raise BlobCorrupted(f"the stored summary of task {task!r} is corrupted: {problems[0]}")
+    return arrays
+
+
+# The blob rows of one commit (mask, private, weights) as column values.
+_Staged = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
+
 
 class Registry:
     """Tasks, model versions and jobs in SQL; masks, weights and private params as blobs."""
@@ -111,6 +149,10 @@ class Registry:
         self.engine = engine
         self.blobs = blobs
         self._sessions = session_factory(engine)
+        #: Silence after which a queued or running job is reported ``lost``.
+        self.lost_after: timedelta = lost_after()
+        #: How long a commit or finish_job retries a lost database connection.
+        self.retry_s = RETRY_BUDGET_S
 
     @classmethod
     def open(
@@ -153,7 +195,7 @@ class Registry:
 
     def _tasks(self, query: Select[Any]) -> list[TaskRow]:
         with self.engine.connect() as conn:  # Core rows: no ORM entity overhead
-            return [TaskRow.of(row) for row in conn.execute(query)]
+            return [TaskRow.of(row, self.blobs.uri_of) for row in conn.execute(query)]
 
     def _scalar(self, query: Select[Any]) -> Any:
         with self.engine.connect() as conn:
@@ -162,7 +204,7 @@ class Registry:
     def _version(self, query: Select[Any]) -> VersionRow | None:
         with self.engine.connect() as conn:
             row = conn.execute(query).one_or_none()
-        return VersionRow.of(row) if row is not None else None
+        return VersionRow.of(row, self.blobs.uri_of) if row is not None else None
 
     def head(self) -> VersionRow | None:
         """The current model version, or None while the registry has no task."""
@@ -176,10 +218,15 @@ class Registry:
     def task_exists(self, name: str) -> bool:
         return self._scalar(select(Task.id).where(Task.name == name)) is not None
 
+    def blob_keys(self) -> set[str]:
+        """The store key of every blob a committed row points to (what gc must keep)."""
+        with self.engine.connect() as conn:
+            references = set(conn.scalars(select(Blob.uri).distinct()))
+        return {key for key in map(key_of, references) if key is not None}
+
     def blob_uris(self) -> set[str]:
-        """Every blob URI a committed row points to."""
-        with self._sessions() as session:
-            return set(session.scalars(select(Blob.uri)))
+        """Every blob a committed row points to, as a URI in this registry's store."""
+        return {self.blobs.uri_of(key) for key in self.blob_keys()}
 
     def get_task(self, name: str) -> TaskRow:
         rows = self._tasks(TaskRow.query().where(Task.name == name))
@@ -252,7 +299,7 @@ class Registry:
     # ---- arrays ------------------------------------------------------------------------
 
     def read_blob(self, blob: BlobRow) -> bytes:
-        return self.blobs.get(blob.uri, blob.sha256)
+        return self.blobs.get(blob.key, blob.sha256)
 
     def load_weights(self, version: int | None = None) -> dict[str, np.ndarray]:
         """Shared arrays (``weight.<layer>``, ``owner.<layer>``) of a version (default: head)."""
@@ -280,9 +327,16 @@ class Registry:
         return decode_arrays(self.read_blob(row.private))
 
     def load_summaries(
-        self, names: Iterable[str] | None = None, kind: str | None = None
+        self,
+        names: Iterable[str] | None = None,
+        kind: str | None = None,
+        required: Mapping[str, int] | None = None,
     ) -> dict[str, dict[str, np.ndarray]]:
-        """Distribution summaries of ``names`` (default: every task) in one query."""
+        """Distribution summaries of ``names`` (default: every task) in one query.
+
+        ``required`` (array name → ndim) is what the caller will read: a stored summary
+        that lacks it, or holds empty or non-finite arrays, is BlobCorrupted, not a crash.
+        """
         query = (
             select(Task.name, Summary.data)
             .join(Summary, Summary.task_id == Task.id)
@@ -296,11 +350,13 @@ class Registry:
         with self.engine.connect() as conn:
             for name, data in conn.execute(query):
                 if name not in summaries:
-                    summaries[name] = decode_arrays(data)
+                    summaries[name] = _summary(name, data, required or {})
         return summaries
 
-    def load_summary(self, task: str, kind: str | None = None) -> dict[str, np.ndarray]:
-        summary = self.load_summaries([task], kind).get(task)
+    def load_summary(
+        self, task: str, kind: str | None = None, required: Mapping[str, int] | None = None
+    ) -> dict[str, np.ndarray]:
+        summary = self.load_summaries([task], kind, required).get(task)
         if summary is None:
             self.get_task(task)
             raise RegistryError(f"task {task!r} has no summary of kind {kind!r}")
@@ -308,23 +364,26 @@ class Registry:
 
     # ---- commit ------------------------------------------------------------------------
 
-    def _stage_blobs(self, commit: TaskCommit) -> tuple[Blob, Blob, Blob]:
-        """Write the commit's blobs (step 1) and return unsaved rows pointing at them."""
+    def _stage_blobs(self, commit: TaskCommit) -> _Staged:
+        """Write the commit's blobs (step 1); the blob rows to insert, keyed relative to the
+        store, as column values (each commit attempt builds its own ORM rows)."""
         mask_bytes, mask_meta = pack_mask(commit.mask)
         _, owners, _ = split_shared(commit.shared, commit.layer_names)
 
-        def row(kind: str, data: bytes, suffix: str, numel: int, meta: dict[str, Any]) -> Blob:
+        def row(
+            kind: str, data: bytes, suffix: str, numel: int, meta: dict[str, Any]
+        ) -> dict[str, Any]:
             ref = self.blobs.put(data, suffix)
-            return Blob(
-                kind=kind,
-                sha256=ref.sha256,
-                uri=ref.uri,
-                size_bytes=ref.size,
-                numel=numel,
-                meta=meta,
-            )
+            return {
+                "kind": kind,
+                "sha256": ref.sha256,
+                "uri": ref.key,
+                "size_bytes": ref.size,
+                "numel": numel,
+                "meta": meta,
+            }
 
-        def tensors(kind: str, arrays: Mapping[str, np.ndarray], **meta: Any) -> Blob:
+        def tensors(kind: str, arrays: Mapping[str, np.ndarray], **meta: Any) -> dict[str, Any]:
             numel = sum(int(a.size) for a in arrays.values())
             meta = {"format": "safetensors", "tensors": _tensor_meta(arrays), **meta}
             return row(kind, encode_arrays(arrays), "safetensors", numel, meta)
@@ -359,9 +418,9 @@ class Registry:
         session: Session,
         commit: TaskCommit,
         head: ModelVersion | None,
-        blobs: tuple[Blob, Blob, Blob],
+        staged: _Staged,
     ) -> None:
-        mask_blob, private_blob, weights_blob = blobs
+        mask_blob, private_blob, weights_blob = (Blob(**values) for values in staged)
         seq = (session.scalar(select(func.max(Task.seq))) or 0) + 1
         weights, owners, _ = split_shared(commit.shared, commit.layer_names)
         problems = ownership_problems(commit.mask, weights, owners, seq)
@@ -421,16 +480,49 @@ class Registry:
     def commit_task(self, commit: TaskCommit) -> TaskRow:
         """Store a finished task atomically, if the head is still ``commit.parent_version_id``.
 
-        Raises HeadMoved (another job committed first: re-run), TaskExists, or ValueError
-        for an inconsistent commit. On any failure the database is unchanged.
+        Raises CommitRefused (an earlier task's weight would change by one bit, or a value
+        is NaN/inf), HeadMoved (another job committed first: re-run), TaskExists, or
+        ValueError for an inconsistent commit. On any failure the database is unchanged. A
+        lost database connection is retried for a bounded time (``registry.retry``).
         """
         commit.validate()
-        blobs = self._stage_blobs(commit)
+        self._refuse_damage(commit)
+        staged = self._stage_blobs(commit)
+        with reachable(self.engine):
+            retry_connection(
+                lambda attempt: self._commit_once(commit, staged, attempt),
+                connection_lost(self.engine),
+                budget_s=self.retry_s,
+            )
+        return self.get_task(commit.name)
+
+    def _refuse_damage(self, commit: TaskCommit) -> None:
+        """CommitRefused unless every earlier-owned weight is bit-identical to the parent's
+        (the check ``verify`` makes afterwards) and every stored value is finite."""
+        problems = commit.nonfinite_problems()
+        if commit.parent_version_id is not None:
+            parent = _VersionState.of_parent(
+                self.load_weights(commit.parent_version_id), commit.layer_names
+            )
+            weights, owners, _ = split_shared(commit.shared, commit.layer_names)
+            new = _VersionState(commit.mask, weights, owners)
+            problems += self._succession_problems(parent, new)
+        if problems:
+            more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+            raise CommitRefused(
+                f"refused to commit task {commit.name!r}, it would damage the registry: "
+                f"{problems[0]}{more}"
+            )
+
+    def _commit_once(self, commit: TaskCommit, staged: _Staged, attempt: int) -> None:
+        """One try of step 2; a retry first checks whether the lost try committed after all."""
+        if attempt and self._landed(commit, staged):
+            return
         try:
             with self._sessions() as session, session.begin():
                 session.connection(execution_options={SQLITE_BEGIN_IMMEDIATE: True})
                 head = self._claim_head(session, commit)
-                self._insert(session, commit, head, blobs)
+                self._insert(session, commit, head, staged)
         except IntegrityError as exc:
             # Only reachable when two *first* tasks (or same-name tasks) race on PostgreSQL:
             # the unique indexes reject the second; report it like the locked path would.
@@ -438,7 +530,17 @@ class Registry:
             if conflict is None:
                 raise
             raise conflict from exc
-        return self.get_task(commit.name)
+
+    def _landed(self, commit: TaskCommit, staged: _Staged) -> bool:
+        """Whether a task named like ``commit`` with exactly its blobs is committed."""
+        rows = self._tasks(TaskRow.query().where(Task.name == commit.name))
+        if not rows:
+            return False
+        version = self._version(
+            VersionRow.query().where(ModelVersion.id == rows[0].model_version_id)
+        )
+        found = (rows[0].mask.sha256, rows[0].private.sha256, version and version.weights.sha256)
+        return found == tuple(values["sha256"] for values in staged)
 
     def _conflict(self, commit: TaskCommit) -> RegistryError | None:
         head = self.head()
@@ -467,25 +569,37 @@ class Registry:
             session.flush()
             return JobRow.of(job)
 
+    def _reported(self, job: Job) -> JobRow:
+        """The job's row, ``lost`` if it is queued/running but silent too long (liveness)."""
+        last_sign = max(t for t in (job.created_at, job.started_at, job.heartbeat_at) if t)
+        state = reported_state(job.state, last_sign, utcnow(), self.lost_after)
+        return JobRow.of(job, state)
+
     def get_job(self, job_id: str) -> JobRow:
         with self._sessions() as session:
             job = session.get(Job, job_id)
             if job is None:
                 raise JobNotFound(f"no job with id {job_id!r}")
-            return JobRow.of(job)
+            return self._reported(job)
 
     def list_jobs(self, state: str | None = None) -> list[JobRow]:
-        """Jobs, newest first."""
+        """Jobs, newest first; ``state`` filters on the reported state (``lost`` included)."""
         query = select(Job).order_by(Job.created_at.desc(), Job.id)
         if state is not None:
-            query = query.where(Job.state == state)
+            stored = LIVE_JOB_STATES if state in (LOST, *LIVE_JOB_STATES) else (state,)
+            query = query.where(Job.state.in_(stored))
         with self._sessions() as session:
-            return [JobRow.of(job) for job in session.scalars(query)]
+            rows = [self._reported(job) for job in session.scalars(query)]
+        return [row for row in rows if state is None or row.state == state]
 
     def _transition(
-        self, job_id: str, allowed: Sequence[str], action: str, **values: Any
+        self, job_id: str, allowed: Sequence[str], action: str, attempt: int = 0, **values: Any
     ) -> JobRow:
-        """Atomically move a job on, if it is in one of the ``allowed`` states."""
+        """Atomically move a job on, if it is in one of the ``allowed`` states.
+
+        A retry (``attempt`` > 0) that finds the job already in the target state takes it
+        that the lost try went through.
+        """
         with self._sessions.begin() as session:
             result = session.execute(
                 update(Job).where(Job.id == job_id, Job.state.in_(allowed)).values(**values)
@@ -493,7 +607,8 @@ class Registry:
             job = session.get(Job, job_id)
             if job is None:
                 raise JobNotFound(f"no job with id {job_id!r}")
-            if result.rowcount == 0:  # type: ignore[attr-defined]
+            landed = attempt > 0 and job.state == values["state"]
+            if result.rowcount == 0 and not landed:  # type: ignore[attr-defined]
                 raise JobStateError(f"cannot {action} job {job_id}: it is {job.state}")
             return JobRow.of(job)
 
@@ -516,15 +631,21 @@ class Registry:
             return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def finish_job(self, job_id: str, error: str | None = None) -> JobRow:
-        """Mark a queued or running job succeeded, or failed with ``error``."""
-        return self._transition(
-            job_id,
-            ("queued", "running"),
-            "finish",
-            state="failed" if error is not None else "succeeded",
-            error=error,
-            finished_at=utcnow(),
-        )
+        """Mark a queued or running job succeeded, or failed with ``error``; a lost database
+        connection is retried for a bounded time, so an outage does not lose the outcome."""
+        values = {
+            "state": "failed" if error is not None else "succeeded",
+            "error": error,
+            "finished_at": utcnow(),
+        }
+        with reachable(self.engine):
+            return retry_connection(
+                lambda attempt: self._transition(
+                    job_id, LIVE_JOB_STATES, "finish", attempt, **values
+                ),
+                connection_lost(self.engine),
+                budget_s=self.retry_s,
+            )
 
     # ---- integrity ---------------------------------------------------------------------
 
@@ -667,6 +788,12 @@ class Registry:
             dropped = np.count_nonzero(previous.mask[name] & ~mask)
             if dropped:
                 problems.append(f"layer {name}: mask not nested, drops {dropped} earlier weights")
+            if state.weights[name].dtype != previous.weights[name].dtype:
+                problems.append(
+                    f"layer {name}: weights are {state.weights[name].dtype}, "
+                    f"were {previous.weights[name].dtype}"
+                )
+                continue
             owned = previous.owners[name] > 0
             changed = owned & (
                 (state.owners[name] != previous.owners[name])

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from workers.names import check_backbone
+
 # Output channels per conv layer of VGG16 ("M" = 2x2 max pool), as in torchvision's cfg "D".
 VGG16_STAGES: tuple[tuple[int, ...], ...] = (
     (64, 64),
@@ -70,8 +72,7 @@ class VGG(nn.Module):
 
     def __init__(self, config: BackboneConfig, num_classes: int) -> None:
         super().__init__()
-        if config.name != "vgg16":
-            raise ValueError(f"unknown backbone {config.name!r}; available: vgg16")
+        check_backbone(config.name)
         self.config = config
         layers: dict[str, nn.Module] = {}
         in_ch = config.in_channels

@@ -11,7 +11,8 @@ Specs (DESIGN.md §6):
   are non-negative (e.g. 0..255 or 0..16), and min-max rescaled otherwise; the statistics
   are taken over all x arrays of the file together so that every split is scaled alike.
   ``y`` holds integer labels 0..K-1 (integer-valued floats are accepted) with K = max + 1
-  of the training labels; validation and test labels must lie in [0, K).
+  of the training labels; validation and test labels must lie in [0, K). Members are read
+  by :func:`read_npy`, which refuses a header claiming more bytes than the member stores.
 - ``imagefolder:PATH`` — torchvision's ImageFolder layout: one sub-folder per class.
   When PATH has a ``train/`` sub-folder, ``train/``, ``val/`` and ``test/`` are the splits
   (``val/`` and ``test/`` optional) and the classes are the sorted folder names of
@@ -25,17 +26,30 @@ shrinking) and adapted to the backbone's channel count (grey repeated to RGB, RG
 to grey), because the backbone is fixed by the first task. When a source has no
 validation split, one is carved from the training data with a seeded permutation — never
 from test data. Bad data raises :class:`DataError` (one line) before any training starts.
+
+Classes: the training split must use at least 2 distinct labels, and the class count K
+(max label + 1 for npz) at most ``MAX_CLASSES`` and at most ``2 * D + 16`` where D counts
+the distinct training labels (a few unused labels are fine, a stray label such as 2**40 is
+not: K sizes the classifier head and the class list). :func:`peek_spec` and :func:`load_data`
+check both (npz labels before any pixel is scaled), so bad labels never reach training.
+Images are refused above ``MAX_PIXELS`` pixels, judged from their header before decoding.
 """
 
 from __future__ import annotations
 
+import io
+import math
+import struct
+import warnings
 import zipfile
+import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from numbers import Integral
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import torch
@@ -52,6 +66,17 @@ _SCHEME_FORMS = "npz:PATH, imagefolder:PATH, builtin:NAME?opt=val&opt=val"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 _GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _RESIZE_CHUNK = 512  # images per interpolate call: bounds peak memory on large sets
+_RESIZE_VALUES = 2**25  # ... and at most this many input values per call (large images)
+MAX_CLASSES = 10_000
+MAX_IMAGE_SIZE = 1024  # backbone input side: the classifier grows with its square
+MAX_PIXELS = 2**26  # 64 Mi pixels per decoded image (a 9000x9000 PNG is refused)
+_DRAFT_ABOVE_PIXELS = 2**22  # JPEGs above 4 Mi pixels may decode at reduced scale
+_IMAGE_ERRORS = (OSError, ValueError, EOFError, SyntaxError, struct.error, zlib.error)
+_UNKNOWN_FORMAT = "not a complete image in a format Pillow reads (png, jpeg, bmp, tiff, webp, ...)"
+_NPY_MAGIC = b"\x93NUMPY"
+_READ_CHUNK = 2**24  # bytes per read when filling an array from a stream
+_DEFLATE_MAX_RATIO = 1100  # deflate cannot expand data more than ~1032x
+_ZIP_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 @dataclass(frozen=True)
@@ -184,14 +209,14 @@ def load_data(
     _check_arguments(image_size, channels, val_fraction, limit)
     parsed = parse_spec(spec)
     splits = _SOURCES[parsed.scheme](parsed, image_size, channels)
+    _check_class_count(splits.train[1].numpy(), splits.num_classes, spec)
     train, val = splits.train, splits.val
     if val is None:
         train, val = _carve_validation(train, val_fraction, seed)
     test = splits.test or (torch.empty(0, *train[0].shape[1:]), torch.empty(0, dtype=torch.long))
     if limit is not None:
         train, val, test = (_cap(part, limit, seed) for part in (train, val, test))
-    if splits.num_classes < 2:
-        raise DataError(f"{spec} has a single class; a task needs at least 2")
+    _check_several_classes(train[1].numpy(), f"{spec}: the training split")
     return TaskData(
         x_train=fit_images(train[0], image_size, channels),
         y_train=train[1],
@@ -212,14 +237,16 @@ def fit_images(x: Tensor, image_size: int, channels: int) -> Tensor:
     Grey → RGB repeats the channel, RGB → grey takes the mean. Returns ``x`` itself when it
     already fits.
     """
+    check_image_size(image_size)
     n, c, h, w = x.shape
     if c not in (1, 3) or channels not in (1, 3):
         raise DataError(f"cannot adapt {c}-channel images to {channels} channels")
     if (c, h, w) == (channels, image_size, image_size):
         return x
     out = torch.empty(n, channels, image_size, image_size, dtype=torch.float32)
-    for start in range(0, n, _RESIZE_CHUNK):
-        chunk = x[start : start + _RESIZE_CHUNK].float()
+    step = max(1, min(_RESIZE_CHUNK, _RESIZE_VALUES // (c * h * w)))  # each image alone
+    for start in range(0, n, step):
+        chunk = x[start : start + step].float()
         if c == 3 and channels == 1:
             chunk = chunk.mean(dim=1, keepdim=True)  # before resizing: a third of the work
         if (h, w) != (image_size, image_size):
@@ -234,9 +261,21 @@ def fit_images(x: Tensor, image_size: int, channels: int) -> Tensor:
     return out
 
 
+def check_image_size(image_size: int) -> None:
+    """Refuse an image side that would size huge tensors (and classifier) before any work."""
+    if (
+        not isinstance(image_size, Integral)
+        or isinstance(image_size, bool)
+        or not 1 <= image_size <= MAX_IMAGE_SIZE
+    ):
+        raise DataError(
+            f"image size must be a positive integer of at most {MAX_IMAGE_SIZE} pixels per "
+            f"side, got {image_size!r}"
+        )
+
+
 def _check_arguments(image_size: int, channels: int, val_fraction: float, limit: int | None):
-    if not isinstance(image_size, Integral) or image_size < 1:
-        raise DataError(f"image size must be a positive integer, got {image_size!r}")
+    check_image_size(image_size)
     if channels not in (1, 3):
         raise DataError(f"channels must be 1 or 3, got {channels!r}")
     if not isinstance(val_fraction, int | float) or not 0 < val_fraction < 1:
@@ -259,6 +298,48 @@ def _carve_validation(
     order = torch.from_numpy(np.random.RandomState(seed).permutation(n))
     val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
     return (x[train_idx], y[train_idx]), (x[val_idx], y[val_idx])
+
+
+def _check_several_classes(labels: np.ndarray, where: str) -> None:
+    """A task must tell classes apart: its training labels use at least 2 of them."""
+    present = np.unique(labels)
+    if len(present) < 2:
+        raise DataError(
+            f"{where} has a single class (label {_label_summary(present)}); a task needs at "
+            "least 2: add samples of other classes"
+        )
+
+
+def _check_class_count(labels: np.ndarray, num_classes: int, where: str) -> None:
+    """K at most MAX_CLASSES and 2 x distinct labels + 16: checked before K sizes anything."""
+    present = np.unique(labels)
+    if num_classes > MAX_CLASSES:
+        raise DataError(
+            f"{where} implies {num_classes:,} classes; at most {MAX_CLASSES:,} are supported "
+            f"(labels found: {_label_summary(present)})"
+        )
+    if num_classes > 2 * len(present) + 16:
+        raise DataError(
+            f"{where} implies {num_classes:,} classes (labels 0..{num_classes - 1:,}) but uses "
+            f"only {len(present):,} distinct labels ({_label_summary(present)}); number the "
+            "classes 0..K-1, e.g. with numpy.unique(y, return_inverse=True)"
+        )
+
+
+def _label_summary(present: np.ndarray, shown: int = 8) -> str:
+    """Sorted distinct labels for a message: '0, 1, 7' or '0, 1, 2, ..., 99 (100 labels)'."""
+    values = [_label_text(v) for v in present]
+    if len(values) <= shown:
+        return ", ".join(values)
+    return f"{', '.join(values[: shown - 1])}, ..., {values[-1]} ({len(values):,} labels)"
+
+
+def _label_text(value: np.generic) -> str:
+    """A label as the user wrote it: integers in full (2**40 is 1099511627776), floats short."""
+    number = value.item()
+    if isinstance(number, float) and number.is_integer() and abs(number) < 2**63:
+        number = int(number)
+    return f"{number:g}" if isinstance(number, float) else str(number)
 
 
 def _cap(part: tuple[Tensor, Tensor], limit: int, seed: int) -> tuple[Tensor, Tensor]:
@@ -288,12 +369,13 @@ _NPZ_SPLITS = (("x", "y"), ("x_val", "y_val"), ("x_test", "y_test"))
 def _load_npz(spec: DataSpec, image_size: int, channels: int) -> _Splits:
     path = _existing(spec.target, "npz file", want_dir=False)
     arrays = _read_npz(path)
-    xs = {xk: _pixels_nchw(arrays[xk], xk) for xk, _ in _NPZ_SPLITS if xk in arrays}
-    ys = {yk: _labels(arrays[yk], yk) for _, yk in _NPZ_SPLITS if yk in arrays}
+    xs = {xk: _pixels_nchw(arrays[xk], f"{path}: {xk}") for xk, _ in _NPZ_SPLITS if xk in arrays}
+    ys = {yk: _labels(arrays[yk], f"{path}: {yk}") for _, yk in _NPZ_SPLITS if yk in arrays}
     for xk, yk in _NPZ_SPLITS:
         if xk in xs and len(xs[xk]) != len(ys[yk]):
             raise DataError(f"{path}: {xk} has {len(xs[xk])} samples but {yk} has {len(ys[yk])}")
     num_classes = int(ys["y"].max()) + 1
+    _check_class_count(ys["y"], num_classes, f"{path}: y")
     for yk in ("y_val", "y_test"):
         if yk in ys and int(ys[yk].max()) >= num_classes:
             raise DataError(
@@ -318,25 +400,29 @@ def _load_npz(spec: DataSpec, image_size: int, channels: int) -> _Splits:
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     """All split arrays of the archive, after checking that they come in x/y pairs."""
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"cannot read {path} as an .npz archive: {_one_line(exc)}") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError(
-            f"{path} holds a single array, not an .npz archive; "
-            "save with numpy.savez(path, x=images, y=labels)"
-        )
-    with archive:
-        found = set(archive.files)
-        _check_npz_members(path, found)
-        arrays = {}
-        for key in (k for pair in _NPZ_SPLITS for k in pair if k in found):
-            try:
-                arrays[key] = archive[key]
-            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-                raise DataError(f"cannot read array {key!r} of {path}: {_one_line(exc)}") from None
-    return arrays
+    with _npz_archive(path) as archive:
+        _check_npz_members(path, set(archive.members))
+        keys = [k for pair in _NPZ_SPLITS for k in pair if k in archive.members]
+        return {key: archive.read(key) for key in keys}
+
+
+def read_batch(path: Path) -> np.ndarray:
+    """The input batch of a ``.npy`` file, or of an ``.npz`` archive's array ``x``, as stored.
+
+    ``strata predict`` reads its array inputs with this: size-checked, never unpickled.
+    """
+    path = _existing(str(path), "input file", want_dir=False)
+    if path.suffix.lower() == ".npy":
+        try:
+            with path.open("rb") as fp:
+                return read_npy(fp, path.stat().st_size, str(path))
+        except OSError as exc:
+            raise DataError(f"cannot read {path}: {_one_line(exc)}") from None
+    with _npz_archive(path) as archive:
+        if "x" not in archive.members:
+            listed = ", ".join(sorted(archive.members)) or "none"
+            raise DataError(f"{path} has no array 'x' (arrays found: {listed})")
+        return archive.read("x")
 
 
 def _check_npz_members(path: Path, found: set[str]) -> None:
@@ -391,7 +477,12 @@ def _labels(y: np.ndarray, key: str) -> np.ndarray:
     if y.dtype.kind == "f" and not (np.isfinite(y).all() and (y == np.round(y)).all()):
         raise DataError(f"{key} holds non-integer labels; expected integers 0..K-1")
     if y.min() < 0:
-        raise DataError(f"{key} has negative label {y.min():g}; expected labels 0..K-1")
+        raise DataError(f"{key} has negative label {_label_text(y.min())}; expected labels 0..K-1")
+    if y.max() >= MAX_CLASSES:  # before the int64 cast, which would wrap huge values
+        raise DataError(
+            f"{key} has label {_label_text(y.max())}: at most {MAX_CLASSES:,} classes "
+            f"(labels 0..K-1) are supported (labels found: {_label_summary(np.unique(y))})"
+        )
     return y.astype(np.int64)
 
 
@@ -419,18 +510,14 @@ def _scale_pixels(xs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 
 def _peek_npz(path: Path) -> DataInfo:
-    try:
-        with zipfile.ZipFile(path) as zf:
-            names = {Path(n).stem for n in zf.namelist() if n.endswith(".npy")}
-            _check_npz_members(path, names)
-            with zf.open("x.npy") as fp:
-                x_shape = _npy_shape(fp)
-            with zf.open("y.npy") as fp:
-                y = np.lib.format.read_array(fp, allow_pickle=False)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
-        raise DataError(f"cannot read {path} as an .npz archive: {_one_line(exc)}") from None
-    layout = _layout(x_shape, "x")
-    num_classes = int(_labels(y, "y").max()) + 1
+    with _npz_archive(path) as archive:
+        _check_npz_members(path, set(archive.members))
+        x_shape = archive.header("x").shape
+        y = _labels(archive.read("y"), f"{path}: y")
+    layout = _layout(x_shape, f"{path}: x")
+    num_classes = int(y.max()) + 1
+    _check_class_count(y, num_classes, f"{path}: y")
+    _check_several_classes(y, f"{path}: y")
     if layout == "NHW":
         return DataInfo(num_classes, (1, x_shape[1], x_shape[2]))
     if layout == "NCHW":
@@ -438,14 +525,150 @@ def _peek_npz(path: Path) -> DataInfo:
     return DataInfo(num_classes, (x_shape[3], x_shape[1], x_shape[2]))
 
 
-def _npy_shape(fp) -> tuple[int, ...]:
-    """Shape from a .npy header, without reading the array body."""
-    version = np.lib.format.read_magic(fp)
-    if version == (1, 0):
-        return np.lib.format.read_array_header_1_0(fp)[0]
-    if version == (2, 0):
-        return np.lib.format.read_array_header_2_0(fp)[0]
-    return np.lib.format.read_array(fp, allow_pickle=False).shape
+# ---------------------------------------------------------------------------- .npy / .npz
+
+
+class _NpyHeader(NamedTuple):
+    shape: tuple[int, ...]
+    fortran_order: bool
+    dtype: np.dtype
+    nbytes: int  # what the body holds, by the header's own account
+
+
+def read_npy(fp: BinaryIO, stored_bytes: int, name: str) -> np.ndarray:
+    """One ``.npy`` array from ``fp``, of which at most ``stored_bytes`` bytes remain.
+
+    ``numpy.load`` allocates whatever the header claims; here a header claiming more bytes
+    than are stored (10^12 elements in a 100-byte file) is refused before allocating, and
+    so are object arrays (they need pickle). Errors are one-line DataErrors naming ``name``;
+    servers can read request bodies with it: ``read_npy(io.BytesIO(body), len(body), ...)``.
+    """
+    header = _npy_header(fp, stored_bytes, name)
+    shape = header.shape[::-1] if header.fortran_order else header.shape
+    array = np.empty(shape, dtype=header.dtype)
+    _fill(fp, array.reshape(-1).view(np.uint8) if header.nbytes else None, name)
+    return array.T if header.fortran_order else array
+
+
+def _npy_header(fp: BinaryIO, stored_bytes: int, name: str) -> _NpyHeader:
+    """The header, checked: numeric or text dtype, and a body that fits what is stored."""
+    start = fp.tell()
+    try:
+        magic = fp.read(len(_NPY_MAGIC) + 2)
+        if not magic.startswith(_NPY_MAGIC):
+            raise DataError(
+                f"cannot read {name}: not a .npy array (no NUMPY magic bytes); "
+                "write it with numpy.save"
+            )
+        version = tuple(magic[len(_NPY_MAGIC) :])
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp)
+        else:
+            raise DataError(
+                f"cannot read {name}: .npy format version {version[0]}.{version[1]} is not "
+                "supported (numpy.save writes 1.0 or 2.0)"
+            )
+        used = fp.tell() - start
+    except (*_ZIP_ERRORS, struct.error) as exc:
+        raise DataError(f"cannot read {name}: malformed .npy header: {_one_line(exc)}") from None
+    if dtype.hasobject:
+        raise DataError(
+            f"cannot read {name}: it holds Python objects (dtype {dtype}), which would need "
+            "pickle; save numeric arrays"
+        )
+    if len(shape) > 32 or any(side < 0 for side in shape):
+        raise DataError(f"cannot read {name}: its header gives an impossible shape {shape}")
+    nbytes = math.prod(shape) * dtype.itemsize
+    if nbytes > stored_bytes - used:
+        raise DataError(
+            f"cannot read {name}: its header claims shape {shape} of {dtype} "
+            f"({nbytes:,} bytes) but only {max(stored_bytes - used, 0):,} bytes are stored; "
+            "the file is corrupt or cut short"
+        )
+    return _NpyHeader(shape, fortran, dtype, nbytes)
+
+
+def _fill(fp: BinaryIO, buffer: np.ndarray | None, name: str) -> None:
+    """Read exactly ``len(buffer)`` bytes into it, a bounded chunk at a time."""
+    filled, total = 0, 0 if buffer is None else len(buffer)
+    try:
+        while filled < total:
+            chunk = fp.read(min(_READ_CHUNK, total - filled))
+            if not chunk:
+                raise DataError(f"cannot read {name}: the data ends after {filled:,} bytes")
+            buffer[filled : filled + len(chunk)] = np.frombuffer(chunk, dtype=np.uint8)
+            filled += len(chunk)
+    except _ZIP_ERRORS as exc:
+        raise DataError(f"cannot read {name}: {_one_line(exc)}") from None
+
+
+@dataclass(frozen=True)
+class _NpzArchive:
+    """An open ``.npz`` (a zip of ``KEY.npy`` members) read member by member, size-checked."""
+
+    zf: zipfile.ZipFile
+    path: Path
+    archive_bytes: int
+    members: dict[str, zipfile.ZipInfo]
+
+    def header(self, key: str) -> _NpyHeader:
+        with self._open(key) as fp:
+            return _npy_header(fp, self.members[key].file_size, self._name(key))
+
+    def read(self, key: str) -> np.ndarray:
+        with self._open(key) as fp:
+            return read_npy(fp, self.members[key].file_size, self._name(key))
+
+    def _name(self, key: str) -> str:
+        return f"array {key!r} of {self.path}"
+
+    @contextmanager
+    def _open(self, key: str) -> Iterator[BinaryIO]:
+        """The member's stream, once the zip directory's sizes are plausible."""
+        info = self.members[key]
+        if info.flag_bits & 0x1:
+            raise DataError(f"cannot read {self._name(key)}: it is encrypted")
+        if info.compress_type == zipfile.ZIP_STORED:
+            most = info.compress_size
+        elif info.compress_type == zipfile.ZIP_DEFLATED:
+            most = info.compress_size * _DEFLATE_MAX_RATIO
+        else:
+            raise DataError(
+                f"cannot read {self._name(key)}: zip compression method {info.compress_type} "
+                "is not supported; save with numpy.savez or numpy.savez_compressed"
+            )
+        if info.compress_size > self.archive_bytes or info.file_size > most:
+            raise DataError(
+                f"cannot read {self._name(key)}: the zip directory claims {info.file_size:,} "
+                f"bytes from {info.compress_size:,} stored; the archive is corrupt"
+            )
+        try:
+            with self.zf.open(info) as fp:
+                yield fp
+        except _ZIP_ERRORS as exc:
+            raise DataError(f"cannot read {self._name(key)}: {_one_line(exc)}") from None
+
+
+@contextmanager
+def _npz_archive(path: Path) -> Iterator[_NpzArchive]:
+    """``path`` opened as an ``.npz``; a single ``.npy`` array or a non-zip is refused."""
+    try:
+        with path.open("rb") as fp:
+            if fp.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
+                raise DataError(
+                    f"{path} holds a single array, not an .npz archive; "
+                    "save with numpy.savez(path, x=images, y=labels)"
+                )
+        zf = zipfile.ZipFile(path)
+    except _ZIP_ERRORS as exc:
+        raise DataError(f"cannot read {path} as an .npz archive: {_one_line(exc)}") from None
+    with zf:
+        members = {
+            i.filename[: -len(".npy")]: i for i in zf.infolist() if i.filename.endswith(".npy")
+        }
+        yield _NpzArchive(zf, path, path.stat().st_size, members)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -470,6 +693,16 @@ def _folder_layout(root: Path) -> _FolderLayout:
     classes = tuple(_class_dirs(split_roots["train"]))
     if not classes:
         raise DataError(f"{split_roots['train']} has no class sub-folders")
+    if len(classes) == 1:
+        raise DataError(
+            f"{split_roots['train']} has a single class ({classes[0]}); "
+            "a task needs at least 2 class folders"
+        )
+    if len(classes) > MAX_CLASSES:
+        raise DataError(
+            f"{split_roots['train']} has {len(classes):,} class folders; "
+            f"at most {MAX_CLASSES:,} are supported"
+        )
     splits: dict[str, list[tuple[Path, int]]] = {}
     for split, folder in split_roots.items():
         entries = []
@@ -516,11 +749,57 @@ def _mode_channels(mode: str) -> int:
     return 1 if mode == "L" else 3
 
 
-def _open_image(path: Path) -> Image.Image:
+def _open_image(source: Path | BinaryIO, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """The image with only its header read, refused above ``max_pixels`` before decoding.
+
+    PIL's own decompression-bomb warning (``Image.MAX_IMAGE_PIXELS``) counts as an error.
+    """
+    name = _source_name(source)
     try:
-        return Image.open(path)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise DataError(f"cannot read image {path}: {_one_line(exc)}") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(source)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"image {name} is too large to decode: {_one_line(exc)}") from None
+    except Image.UnidentifiedImageError:
+        raise DataError(f"cannot read image {name}: {_UNKNOWN_FORMAT}") from None
+    except _IMAGE_ERRORS as exc:
+        raise DataError(f"cannot read image {name}: {_one_line(exc)}") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        image.close()
+        raise DataError(
+            f"image {name} has {width}x{height} = {width * height:,} pixels, more than the "
+            f"{max_pixels:,} accepted; scale it down first"
+        )
+    return image
+
+
+def _source_name(source: Path | BinaryIO) -> str:
+    return str(source) if isinstance(source, str | Path) else str(getattr(source, "name", "upload"))
+
+
+def _decoded(image: Image.Image, mode: str, name: str) -> np.ndarray:
+    """uint8 pixels of ``image`` in ``mode``; a truncated or corrupt body is a DataError."""
+    try:
+        return np.asarray(image.convert(mode), dtype=np.uint8)
+    except _IMAGE_ERRORS as exc:
+        raise DataError(
+            f"cannot decode image {name}: {_one_line(exc)}; is the file complete?"
+        ) from None
+
+
+def image_size_of(data: bytes) -> tuple[int, int]:
+    """(width, height) from an image's header alone: lets a server budget pixels up front."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                return image.size
+    except Image.UnidentifiedImageError:
+        raise DataError(f"not a readable image: {_UNKNOWN_FORMAT}") from None
+    except (*_IMAGE_ERRORS, Image.DecompressionBombError) as exc:
+        raise DataError(f"not a readable image: {_one_line(exc)}") from None
 
 
 def _load_imagefolder(spec: DataSpec, image_size: int, channels: int) -> _Splits:
@@ -546,10 +825,7 @@ def _load_imagefolder(spec: DataSpec, image_size: int, channels: int) -> _Splits
 
 def _decode(path: Path, mode: str) -> Tensor:
     with _open_image(path) as image:
-        try:
-            pixels = np.asarray(image.convert(mode), dtype=np.float32) / np.float32(255)
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot decode image {path}: {_one_line(exc)}") from None
+        pixels = _decoded(image, mode, str(path)).astype(np.float32) / np.float32(255)
     tensor = torch.from_numpy(pixels)
     return tensor[None, None] if mode == "L" else tensor.permute(2, 0, 1)[None]
 
@@ -598,13 +874,26 @@ def scaled_images(pixels: np.ndarray) -> Tensor:
     return torch.from_numpy(_scale_pixels({"x": pixels})["x"])
 
 
-def read_pixels(path: Path) -> np.ndarray:
-    """One image file as uint8 (1, H, W) (grey) or (1, H, W, 3) (anything else, as RGB)."""
-    with _open_image(path) as image:
+def read_pixels(
+    source: Path | BinaryIO, *, max_pixels: int = MAX_PIXELS, target_size: int | None = None
+) -> np.ndarray:
+    """One image file as uint8 (1, H, W) (grey) or (1, H, W, 3) (anything else, as RGB).
+
+    ``source`` is a path or a binary stream (its ``name`` is used in errors). Images over
+    ``max_pixels`` are refused from their header. With ``target_size`` (the backbone's
+    input side), a JPEG of more than 4 Mi pixels decodes at 1/2..1/8 scale, keeping at least
+    4 x ``target_size`` per side; everything else decodes exactly as without it.
+    """
+    with _open_image(source, max_pixels) as image:
         mode = "L" if image.mode in _GREY_MODES else "RGB"
-        return np.asarray(image.convert(mode), dtype=np.uint8)[None]
+        if target_size is not None and image.width * image.height > _DRAFT_ABOVE_PIXELS:
+            image.draft(None, (4 * target_size, 4 * target_size))  # JPEG only; others: no-op
+        return _decoded(image, mode, _source_name(source))[None]
 
 
-def read_image(path: Path) -> Tensor:
+def read_image(
+    path: Path, *, max_pixels: int = MAX_PIXELS, target_size: int | None = None
+) -> Tensor:
     """One image file as float32 (1, C, H, W) in [0, 1] (grey stays 1 channel, else RGB)."""
-    return as_images(read_pixels(path), str(path))
+    pixels = read_pixels(path, max_pixels=max_pixels, target_size=target_size)
+    return as_images(pixels, str(path))

@@ -14,8 +14,9 @@ them 0..K-1 in sorted order; ``n=NUM`` caps the number of samples (test part inc
 ``permute=SEED`` applies one fixed pixel permutation drawn from SEED (at native
 resolution); ``rotate=0|90|180|270`` rotates counter-clockwise; ``invert=0|1`` maps x to 1 - x.
 
-Options of ``noise``: ``n=NUM`` (default 1000), ``classes=K`` (a class *count*, default 10),
-``size=S`` (default 28), ``channels=1|3`` (default 1), ``seed=SEED`` (default 0).
+Options of ``noise``: ``n=NUM`` (default 1000), ``classes=K`` (a class *count*, default 10,
+at most n so that every class has samples), ``size=S`` (default 28), ``channels=1|3``
+(default 1), ``seed=SEED`` (default 0).
 
 Every built-in set holds out a test part of ``TEST_FRACTION`` with a fixed seed that does not
 depend on the caller's seed, so no test image ever lands in train or validation data — not
@@ -95,7 +96,13 @@ def parse_options(name: str, pairs: list[tuple[str, str]]) -> BuiltinOptions:
         if "classes" in values:
             values["num_classes"] = values.pop("classes")
         opts = BuiltinOptions(**values)
-        total = (opts.n or _NOISE_DEFAULT_N) * opts.channels * opts.size**2
+        n = opts.n or _NOISE_DEFAULT_N
+        if n < opts.num_classes:
+            raise DataError(
+                f"builtin:noise with n={n} samples cannot cover classes={opts.num_classes}: "
+                "every class needs samples; raise n or lower classes"
+            )
+        total = n * opts.channels * opts.size**2
         if total > _MAX_NOISE_VALUES:
             raise DataError(
                 f"builtin:noise with n x channels x size^2 = {total:,} values is too large "

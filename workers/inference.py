@@ -12,17 +12,17 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from registry.errors import TaskNotFound
 from registry.store import Registry
-from workers.data import as_images, fit_images, read_image
+from workers.data import as_images, fit_images, read_batch, read_image
 from workers.errors import DataError
 from workers.loading import load_network, load_task_view
+from workers.names import AUTO
 from workers.network import TaskView
 
-AUTO = "auto"
+BATCH_SUFFIXES = (".npz", ".npy")  # array batches; any other file is read as one image
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,9 @@ class Predictor:
         self.registry = registry
         if version is None:
             head = registry.head()
-            version = head.id if head is not None else None
+            if head is None:
+                raise TaskNotFound("the registry holds no task yet; add one with strata add-task")
+            version = head.id
         self.version = version
         self.network = load_network(registry, version)
         self.tasks = [t.name for t in registry.list_tasks() if t.model_version_id <= version]
@@ -84,9 +86,11 @@ class Predictor:
     def choose_task(self, x: torch.Tensor) -> tuple[str, float]:
         """The task whose stored data summary is closest (smallest JSD) to this batch."""
         from workers.similarity import jsd_to_task  # only 'auto' needs the similarity code
-        from workers.summary import SUMMARY_KIND
+        from workers.summary import SUMMARY_ARRAYS, SUMMARY_KIND
 
-        summaries = self.registry.load_summaries(self.tasks, kind=SUMMARY_KIND)
+        summaries = self.registry.load_summaries(
+            self.tasks, kind=SUMMARY_KIND, required=SUMMARY_ARRAYS
+        )
         if not summaries:
             raise DataError("the registry holds no task to choose from")
         scores = {
@@ -104,22 +108,30 @@ class Predictor:
 
 
 def read_inputs(paths: list[Path], predictor: Predictor) -> tuple[list[str], torch.Tensor]:
-    """Image files and ``.npz`` batches (array ``x``), fitted to the backbone, as one batch."""
+    """Image files and ``.npz`` (array ``x``) or ``.npy`` batches, fitted, as one batch.
+
+    Every bad input is a one-line DataError naming its file, read with the same size and
+    pixel limits as training data.
+    """
+    if not paths:
+        raise DataError("no input given")
     names: list[str] = []
     batches: list[torch.Tensor] = []
     for path in paths:
-        if not path.is_file():
-            raise DataError(f"input file {path} does not exist")
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                if "x" not in archive:
-                    raise DataError(f"{path} has no array 'x'")
-                images = as_images(archive["x"], f"{path}:x")
-            names += [f"{path}[{index}]" for index in range(len(images))]
-        else:
-            images = read_image(path)
-            names.append(str(path))
+        input_names, images = _read_input(path, predictor.network.config.input_size)
+        names += input_names
         batches.append(predictor.fit(images))
-    if not batches:
-        raise DataError("no input given")
     return names, torch.cat(batches)
+
+
+def _read_input(path: Path, image_size: int) -> tuple[list[str], torch.Tensor]:
+    """One input file's images and their names: an array batch (by suffix) or one image."""
+    if path.is_dir():
+        raise DataError(f"input {path} is a directory; give image files or .npz/.npy batches")
+    if not path.exists():
+        raise DataError(f"input file {path} does not exist")
+    if path.suffix.lower() in BATCH_SUFFIXES:
+        key = f"{path}:x" if path.suffix.lower() == ".npz" else str(path)
+        images = as_images(read_batch(path), key)
+        return [f"{path}[{index}]" for index in range(len(images))], images
+    return [str(path)], read_image(path, target_size=image_size)

@@ -4,8 +4,10 @@ Two deployments:
 
 - ``Gateway`` — the HTTP ingress (FastAPI). It parses and checks requests (JSON arrays,
   one ``.npy`` array sent as ``application/x-npy``, or multipart image files), answers bad
-  ones itself (404 / 400 / 413 / 422, each with a JSON ``detail``) and forwards good ones
-  to the task models, choosing the replica by task.
+  ones itself (400 / 404 / 413 / 422, each a JSON ``{"detail": "<one line>"}``, as the
+  OpenAPI document declares) and forwards good ones to the task models, choosing the
+  replica by task. A request decodes at most ``max_pixels`` pixels, all inputs together:
+  image files are measured from their headers before any is decoded.
 - ``TaskModels`` — the autoscaled model replicas. Each holds the shared weights of ONE model
   version once (a ``workers.inference.Predictor``) and loads task views on demand through
   ``serve.multiplexed`` (model id = task name), so requests for a task go to a replica that
@@ -28,26 +30,32 @@ import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from email.message import Message
 from typing import Any, TypeVar
 
 import numpy as np
+import ray
 import torch
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from ray import serve
 from ray.serve import Application
+from ray.serve.context import _get_global_client
 from ray.serve.handle import DeploymentHandle
 from sqlalchemy.exc import OperationalError
 
 from orchestrator.location import RegistryLocation
+from orchestrator.ray_runtime import ensure_port_free
 from registry.errors import TaskNotFound
 from registry.store import Registry
-from workers.data import checked_pixels, read_pixels, scaled_images
-from workers.errors import StrataError
+from workers.data import checked_pixels, image_size_of, read_npy, read_pixels, scaled_images
+from workers.errors import DataError, StrataError
 from workers.inference import AUTO, Prediction, Predictor
+from workers.loading import backbone_of
 from workers.network import TaskView
+from workers.serve_options import ServeOptions
 
 APP_NAME = "strata"
 MODELS = "TaskModels"
@@ -60,44 +68,6 @@ NPY_CONTENT_TYPE = "application/x-npy"
 # an event loop). About +15 % requests per second on small requests (docs/serving.md).
 REPLICA_RUNTIME_ENV = {"env_vars": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}}
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class ServeOptions:
-    """What ``strata serve`` accepts; ``replica_cpus`` is the Ray CPU share per model replica."""
-
-    host: str = "127.0.0.1"
-    port: int = 8000
-    min_replicas: int = 1
-    max_replicas: int = 2
-    max_tasks: int = 8
-    target_ongoing: int = 4
-    upscale_delay_s: float = 30.0  # sustained load this long adds replicas (Serve's default)
-    downscale_delay_s: float = 600.0  # idle this long removes them (Serve's default)
-    max_batch: int = 256
-    replica_cpus: float = 0.5
-    max_body_bytes: int = 64 * 2**20
-
-    def validate(self) -> None:
-        problems = []
-        if not 0 < self.port < 65536:
-            problems.append(f"--port must be in 1..65535, not {self.port}")
-        if not 0 <= self.min_replicas <= self.max_replicas or self.max_replicas < 1:
-            problems.append("replicas need 0 <= --min-replicas <= --max-replicas and max >= 1")
-        if self.max_tasks < 1 or self.target_ongoing < 1 or self.max_batch < 1:
-            problems.append("--max-tasks, --target-ongoing and --max-batch must be >= 1")
-        if self.upscale_delay_s < 0 or self.downscale_delay_s < 0:
-            problems.append("--upscale-delay and --downscale-delay must be >= 0 seconds")
-        if self.replica_cpus <= 0 or self.max_body_bytes < 1:
-            problems.append("replica CPUs and the body limit must be positive")
-        if problems:
-            raise StrataError("; ".join(problems))
-
-    @property
-    def url(self) -> str:
-        """Where clients reach the server (a wildcard host is reached through loopback)."""
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
-        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
 
 
 # ---- model replicas --------------------------------------------------------------------------
@@ -158,6 +128,62 @@ class TaskModels:
 # ---- HTTP ingress ----------------------------------------------------------------------------
 
 api = FastAPI(title="Strata", description="Many recognition tasks served from one network.")
+ZIP_MAGIC = b"PK\x03\x04"
+
+
+class ErrorDetail(BaseModel):
+    """Every error answer of the API: one line that says what is wrong."""
+
+    detail: str
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorDetail, "description": "The body cannot be read (JSON, .npy, images)."},
+    404: {"model": ErrorDetail, "description": "No task of that name is served."},
+    413: {"model": ErrorDetail, "description": "Body, batch or pixels exceed the limits."},
+    422: {"model": ErrorDetail, "description": "The inputs or the query are not accepted."},
+}
+
+# What the predict route reads from the raw request (FastAPI cannot infer it from the code).
+REQUEST_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["inputs"],
+                "properties": {"inputs": {"type": "array", "minItems": 1, "items": {}}},
+            }
+        },
+        NPY_CONTENT_TYPE: {"schema": {"type": "string", "format": "binary"}},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                },
+            }
+        },
+    },
+}
+
+
+def _first_line(exc: BaseException) -> str:
+    return next(iter(str(exc).strip().splitlines()), type(exc).__name__)
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's own 422s (e.g. ``?logits=maybe``) in the declared one-line shape."""
+    problems = (f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
+
+
+@api.exception_handler(Exception)
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    """Whatever the checks missed still answers JSON with one line, never a plain-text 500."""
+    error = _as_http_error(exc)
+    return JSONResponse({"detail": error.detail}, status_code=error.status_code)
 
 
 class _NamedUpload(io.BytesIO):
@@ -167,40 +193,52 @@ class _NamedUpload(io.BytesIO):
         super().__init__(data)
         self.name = name
 
-    def __str__(self) -> str:
+    def __repr__(self) -> str:  # also str(): PIL's messages format the file with %r
         return self.name
 
 
-def _json_inputs(body: bytes, max_batch: int) -> tuple[list[str], list[np.ndarray]]:
+def _json_inputs(
+    body: bytes, max_batch: int, max_pixels: int = ServeOptions.max_pixels
+) -> tuple[list[str], list[np.ndarray]]:
     """``{"inputs": [...]}``, one nested array per input, as one checked (N, C, H, W) batch."""
     try:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise HTTPException(400, f"the body is not valid JSON: {exc}") from None
+        raise HTTPException(
+            400,
+            f"the body is not valid JSON ({exc}); send JSON, {NPY_CONTENT_TYPE} "
+            "or multipart/form-data image files",
+        ) from None
+    except RecursionError:
+        raise HTTPException(400, "the body's JSON is nested too deeply") from None
     inputs = document.get("inputs") if isinstance(document, dict) else None
     if not isinstance(inputs, list) or not inputs:
         raise HTTPException(422, 'expected a JSON object {"inputs": [...]} with at least one input')
     _check_batch(len(inputs), max_batch)
     try:
         stacked = np.asarray(inputs)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise HTTPException(422, "every input must be an array of the same shape") from None
-    return _array_inputs(stacked)
+    return _array_inputs(stacked, max_pixels)
 
 
-def _npy_inputs(body: bytes, max_batch: int) -> tuple[list[str], list[np.ndarray]]:
+def _npy_inputs(
+    body: bytes, max_batch: int, max_pixels: int = ServeOptions.max_pixels
+) -> tuple[list[str], list[np.ndarray]]:
     """One ``.npy`` array (``numpy.save``), inputs along its first axis: no text to parse."""
-    try:
-        stacked = np.load(io.BytesIO(body), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise HTTPException(400, f"the body is not a .npy array: {exc}") from None
-    if not isinstance(stacked, np.ndarray) or stacked.ndim == 0 or len(stacked) == 0:
+    if body.startswith(ZIP_MAGIC):
+        raise HTTPException(422, "expected one .npy array, not an .npz archive")
+    try:  # checks the header's claim against the body before allocating; never unpickles
+        stacked = read_npy(io.BytesIO(body), len(body), "the body")
+    except DataError as exc:
+        raise HTTPException(400, str(exc)) from None
+    if stacked.ndim == 0 or len(stacked) == 0:
         raise HTTPException(422, "expected one .npy array holding at least one input")
     _check_batch(len(stacked), max_batch)
-    return _array_inputs(stacked)
+    return _array_inputs(stacked, max_pixels)
 
 
-def _array_inputs(stacked: np.ndarray) -> tuple[list[str], list[np.ndarray]]:
+def _array_inputs(stacked: np.ndarray, max_pixels: int) -> tuple[list[str], list[np.ndarray]]:
     """A stacked batch of pixel arrays, checked, as ``(names, [(N, C, H, W) pixels])``.
 
     The pixels keep their dtype: the replica scales them (uint8 ships at a quarter of the
@@ -213,6 +251,7 @@ def _array_inputs(stacked: np.ndarray) -> tuple[list[str], list[np.ndarray]]:
     if stacked.dtype.kind == "f" and not np.isfinite(stacked).all():
         raise HTTPException(422, "inputs must be finite numbers")
     pixels = checked_pixels(stacked, "inputs")
+    _check_pixels(pixels.size // pixels.shape[1], max_pixels, "the inputs")
     return [f"inputs[{i}]" for i in range(len(pixels))], [pixels]
 
 
@@ -245,17 +284,40 @@ def _multipart_files(content_type: str, body: bytes) -> list[tuple[str, bytes]]:
 
 
 def _multipart_inputs(
-    content_type: str, body: bytes, max_batch: int
+    content_type: str,
+    body: bytes,
+    max_batch: int,
+    max_pixels: int = ServeOptions.max_pixels,
+    input_size: int | None = None,
 ) -> tuple[list[str], list[np.ndarray]]:
-    """Image files of a multipart/form-data body, decoded as ``strata predict`` does them."""
+    """Image files of a multipart/form-data body, decoded as ``strata predict`` does them.
+
+    Every file's size is read from its header first, so a request over the pixel budget is
+    refused before any image is decoded; with the backbone's ``input_size``, large JPEGs
+    decode at reduced scale, as in ``strata predict``.
+    """
     files = _multipart_files(content_type, body)
     if not files:
         raise HTTPException(422, "the multipart body holds no image file")
     _check_batch(len(files), max_batch)
-    images = [
-        checked_pixels(read_pixels(_NamedUpload(content, name)), name) for name, content in files
-    ]
+    sizes = [_image_size(name, content) for name, content in files]
+    _check_pixels(sum(w * h for w, h in sizes), max_pixels, "the images")
+    images = [_upload_pixels(name, data, max_pixels, input_size) for name, data in files]
     return [name for name, _ in files], _stack_alike(images)
+
+
+def _image_size(name: str, content: bytes) -> tuple[int, int]:
+    """Width and height of an uploaded file, from its header alone."""
+    try:
+        return image_size_of(content)
+    except DataError as exc:
+        raise DataError(f"{name}: {exc}") from None
+
+
+def _upload_pixels(name: str, data: bytes, max_pixels: int, input_size: int | None) -> np.ndarray:
+    """One uploaded file's checked pixels, decoded as ``strata predict`` decodes a file."""
+    pixels = read_pixels(_NamedUpload(data, name), max_pixels=max_pixels, target_size=input_size)
+    return checked_pixels(pixels, name)
 
 
 def _stack_alike(images: list[np.ndarray]) -> list[np.ndarray]:
@@ -278,6 +340,15 @@ def _check_batch(size: int, max_batch: int) -> None:
         raise HTTPException(413, f"{size} inputs exceed the largest accepted batch ({max_batch})")
 
 
+def _check_pixels(pixels: int, max_pixels: int, what: str) -> None:
+    if pixels > max_pixels:
+        raise HTTPException(
+            413,
+            f"{what} hold {pixels:,} pixels; a request may hold at most {max_pixels:,} "
+            "(send fewer or smaller images)",
+        )
+
+
 def _as_http_error(exc: Exception) -> HTTPException:
     """An exception raised in a model replica as an HTTP error with a one-line detail."""
     cause = getattr(exc, "cause", None) or exc  # Ray wraps replica exceptions in RayTaskError
@@ -285,20 +356,25 @@ def _as_http_error(exc: Exception) -> HTTPException:
         return HTTPException(404, str(cause))
     if isinstance(cause, StrataError):
         return HTTPException(400, str(cause))
-    first_line = next(iter(str(cause).strip().splitlines()), "")
-    return HTTPException(500, f"internal error: {type(cause).__name__}: {first_line}")
+    return HTTPException(500, f"internal error: {type(cause).__name__}: {_first_line(cause)}")
 
 
 @serve.deployment(name=GATEWAY)
 @serve.ingress(api)
 class Gateway:
     def __init__(
-        self, models: DeploymentHandle, version: int, tasks: list[str], options: ServeOptions
+        self,
+        models: DeploymentHandle,
+        version: int,
+        tasks: list[str],
+        options: ServeOptions,
+        input_size: int,
     ) -> None:
         self.models = models
         self.version = version
         self.tasks = tasks
         self.options = options
+        self.input_size = input_size  # the backbone's: large JPEGs decode at reduced scale
 
     @api.get("/healthz")
     def healthz(self) -> dict:
@@ -308,7 +384,11 @@ class Gateway:
     def list_tasks(self) -> dict:
         return {"version": self.version, "tasks": self.tasks}
 
-    @api.post("/predict/{task}")
+    @api.post(
+        "/predict/{task}",
+        responses=ERROR_RESPONSES,
+        openapi_extra={"requestBody": REQUEST_BODY},
+    )
     async def predict(self, task: str, request: Request, logits: bool = False) -> JSONResponse:
         """Predictions for one task (or ``auto``); ``?logits=1`` adds the raw logits."""
         if task != AUTO and task not in self.tasks:
@@ -339,12 +419,13 @@ class Gateway:
         if len(body) > limit:
             raise HTTPException(413, f"the body exceeds {limit} bytes")
         content_type = request.headers.get("content-type", "")
+        limits = self.options.max_batch, self.options.max_pixels
         try:
             if content_type.startswith("multipart/form-data"):
-                return _multipart_inputs(content_type, body, self.options.max_batch)
+                return _multipart_inputs(content_type, body, *limits, self.input_size)
             if content_type.startswith(NPY_CONTENT_TYPE):
-                return _npy_inputs(body, self.options.max_batch)
-            return _json_inputs(body, self.options.max_batch)
+                return _npy_inputs(body, *limits)
+            return _json_inputs(body, *limits)
         except StrataError as exc:
             raise HTTPException(400, str(exc)) from None
 
@@ -365,6 +446,7 @@ def _bind_head(location: RegistryLocation, options: ServeOptions) -> tuple[Appli
         if head is None:
             raise StrataError("the registry holds no task yet: nothing to serve")
         tasks = [t.name for t in registry.list_tasks() if t.model_version_id <= head.id]
+        input_size = backbone_of(registry).input_size
     models = TaskModels.options(
         autoscaling_config={
             "min_replicas": options.min_replicas,
@@ -381,7 +463,7 @@ def _bind_head(location: RegistryLocation, options: ServeOptions) -> tuple[Appli
         num_replicas=1,
         max_ongoing_requests=1000,
         ray_actor_options={"num_cpus": GATEWAY_CPUS, "runtime_env": REPLICA_RUNTIME_ENV},
-    ).bind(models, head.id, tasks, options)
+    ).bind(models, head.id, tasks, options, input_size)
     return gateway, head.id
 
 
@@ -398,9 +480,16 @@ def app_builder(args: dict[str, Any]) -> Application:
     return build_app(RegistryLocation.resolve(), ServeOptions(**args))
 
 
-def _listening_address() -> tuple[str | None, int]:
-    from ray.serve.context import _get_global_client  # the running proxies' real options
+def _serve_running() -> bool:
+    """Whether the connected cluster runs Serve already: a redeploy reuses its proxies."""
+    return (
+        ray.is_initialized()
+        and _get_global_client(raise_if_no_controller_running=False) is not None
+    )
 
+
+def _listening_address() -> tuple[str | None, int]:
+    """Where this cluster's Serve proxies really listen (their options, not the requested)."""
     config = _get_global_client().http_config
     return config.host, config.port
 
@@ -415,8 +504,11 @@ def run_app(
 
     With ``blocking`` it serves until Ctrl-C and then removes the application; a positive
     ``follow_s`` meanwhile checks the registry that often and serves tasks added since.
+    Where Serve does not run yet, a port that something else listens on is refused.
     """
     app, version = _bind_head(location, options)  # checks everything before Serve starts
+    if not _serve_running():
+        ensure_port_free(options.host, options.port)  # Serve would share a busy port
     serve.start(http_options={"host": options.host, "port": options.port})
     host, port = _listening_address()
     if (host, port) != (options.host, options.port):
@@ -458,8 +550,9 @@ def follow_head(location: RegistryLocation, options: ServeOptions, served: int) 
     try:
         version = redeploy_if_head_moved(location, options, served)
     except (OperationalError, StrataError, OSError) as exc:
-        reason = next(iter(str(exc).strip().splitlines()), type(exc).__name__)
-        sys.stderr.write(f"warning: still serving version {served}; the registry: {reason}\n")
+        sys.stderr.write(
+            f"warning: still serving version {served}; the registry: {_first_line(exc)}\n"
+        )
         return served
     if version != served:
         sys.stderr.write(f"now serving model version {version} (tasks were added)\n")

@@ -16,14 +16,14 @@ import torch
 from registry.store import Registry
 from workers.loading import load_task_view
 from workers.similarity import jsd_to_task
-from workers.summary import SUMMARY_KIND
+from workers.summary import SUMMARY_ARRAYS, SUMMARY_KIND
 
 
 def candidate_jsd(db_url: str, store_uri: str, name: str, x_new: torch.Tensor) -> float:
     """JSD between ``x_new`` and candidate ``name`` (the work of one Ray task, runnable inline)."""
     with Registry.open(db_url, store_uri) as registry:
         view = load_task_view(registry, name)
-        summary = registry.load_summary(name, SUMMARY_KIND)
+        summary = registry.load_summary(name, SUMMARY_KIND, required=SUMMARY_ARRAYS)
     return jsd_to_task(view, summary, x_new)
 
 

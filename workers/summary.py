@@ -29,6 +29,16 @@ import torch
 from workers.network import TaskView
 
 SUMMARY_KIND = "feature-codebook-v1"
+# The arrays a stored summary of this kind holds, with their dimensions: the registry refuses a
+# summary blob that decodes to anything else, so a corrupt one never reaches numpy here.
+SUMMARY_ARRAYS = {
+    "centroids": 2,
+    "counts": 1,
+    "block_scale": 1,
+    "block_size": 1,
+    "projection_seed": 1,
+    "max_samples": 1,
+}
 # Stages whose statistics depend on the look of the images much more than on their classes.
 EARLY_STAGES = ("conv1", "conv2")
 

@@ -7,13 +7,15 @@ actually granted, so the same code runs on a CPU laptop and a GPU worker.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import ray
 import torch
 
+from registry.liveness import Heartbeat, tolerant
 from registry.store import Registry
 from workers.method import TaskOutcome, learn_task
 from workers.network import PrivateParams, SharedNetwork, TaskView
@@ -23,20 +25,29 @@ from workers.training import EpochReport, TrainConfig
 
 @dataclass(frozen=True)
 class JobHeartbeat:
-    """Where the training task records per-epoch progress: the job's row in the registry."""
+    """Where the training task records liveness and per-epoch progress: the job's row.
+
+    It beats every ``registry.liveness.heartbeat_interval()`` seconds however long an epoch
+    takes, so a live job is never taken for lost; a failed write (a short database outage)
+    is logged and retried by the next beat, never fatal to the training.
+    """
 
     db_url: str
     store_uri: str
     job_id: str
 
-    def reporter(self) -> Callable[[EpochReport], None]:
-        registry = Registry.open(self.db_url, self.store_uri)
+    @contextmanager
+    def reporting(self) -> Iterator[Callable[[EpochReport], None]]:
+        """Beat while the block runs; yields the per-epoch progress reporter."""
         where = {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
+        with Registry.open(self.db_url, self.store_uri) as registry:
+            beat = tolerant(registry.heartbeat)
 
-        def report(epoch: EpochReport) -> None:
-            registry.heartbeat(self.job_id, {**asdict(epoch), **where})
+            def report(epoch: EpochReport) -> None:
+                beat(self.job_id, {**asdict(epoch), **where})
 
-        return report
+            with Heartbeat(lambda: registry.heartbeat(self.job_id)):
+                yield report
 
 
 @dataclass
@@ -68,10 +79,16 @@ def train_task(
 ) -> TrainedTask:
     """Learn the task, then summarise its training data in its own feature space."""
     device = assigned_device()
-    progress = job.reporter() if job is not None else None
-    outcome = learn_task(
-        network, data, rates, config, base_private=base_private, device=device, progress=progress
-    )
+    with job.reporting() if job is not None else nullcontext(None) as progress:
+        outcome = learn_task(
+            network,
+            data,
+            rates,
+            config,
+            base_private=base_private,
+            device=device,
+            progress=progress,
+        )
     view = TaskView(outcome.network, outcome.seq, outcome.private)
     node = ray.get_runtime_context().get_node_id()
     return TrainedTask(outcome, summarize_task(view, data.x_train), device, node)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.registry.conftest import pg_admin, pg_url  # noqa: F401 (PostgreSQL fixtures)
+
 STRATA = str(Path(sys.executable).with_name("strata"))
 
 

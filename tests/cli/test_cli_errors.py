@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from tests.cli.conftest import assert_one_line_error
 
 
@@ -55,3 +60,20 @@ def test_usage_errors_exit_non_zero(strata):
         result = strata(*args)
         assert result.code == 2, args
         assert "Traceback" not in result.stderr
+
+
+def test_options_are_checked_before_torch_and_ray_are_imported(tmp_path):
+    """A typo costs a fraction of a second, not a torch import and a Ray start."""
+    probe = (
+        "import sys\n"
+        "from orchestrator.cli import main\n"
+        "sys.argv = ['strata', 'add-task', 't', '--data', 'builtin:digits', '--lr', 'inf']\n"
+        "try:\n    main()\nexcept SystemExit as exc:\n    code = exc.code\n"
+        "print(code, 'torch' in sys.modules, 'ray' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+    )  # fmt: skip
+    assert done.stdout.split() == ["1", "False", "False"], done.stdout + done.stderr
+    assert done.stderr.startswith("error: --lr must be a finite number")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
 import signal
 import subprocess
@@ -116,6 +117,7 @@ def test_serve_behind_haproxy_answers_like_predict(registered):
             [STRATA, "--db", registered.db, "--store", registered.store, "serve", "--haproxy",
              "--port", str(port), "--max-replicas", "1"],
             cwd=registered.home, stdout=subprocess.DEVNULL, stderr=stderr,
+            start_new_session=True,  # its own process group: killed whole if it hangs
         )  # fmt: skip
     try:
         url = _wait_for_serving(server, log, timeout=180)
@@ -129,10 +131,17 @@ def test_serve_behind_haproxy_answers_like_predict(registered):
         missing = httpx.post(f"{url}/predict/nope", content=body.getvalue(), headers=headers)
         assert missing.status_code == 404 and "nope" in missing.json()["detail"]
         descendants = psutil.Process(server.pid).children(recursive=True)
-        assert any(process.name() == "haproxy" for process in descendants)
+        haproxies = [process for process in descendants if process.name() == "haproxy"]
+        assert haproxies
+        ports = {c.laddr.port for p in haproxies for c in p.net_connections() if c.laddr}
+        assert not ports & {8404, 9101}  # stats and metrics on free ports, not the fixed ones
     finally:
         server.send_signal(signal.SIGINT)
-        server.wait(timeout=120)
+        try:
+            server.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
     assert server.returncode == 0, log.read_text()[-4000:]
 
 

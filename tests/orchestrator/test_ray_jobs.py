@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.addresses import cluster_auth_mode
 from registry.db import upgrade
 from registry.store import Registry
 from tests.orchestrator.ray_head import RAY, RayHead
@@ -54,11 +55,14 @@ def test_ray_job_submit_then_strata_submit(head, registry_args):
     )  # fmt: skip
     assert submitted.returncode == 0, submitted.stdout[-3000:] + submitted.stderr[-3000:]
 
+    # strata submit follows the cluster's auth mode by itself: no RAY_AUTH_MODE given.
+    assert cluster_auth_mode(head.jobs_address) == "token"
+    client_env = {key: value for key, value in head.env().items() if key != "RAY_AUTH_MODE"}
     strata = str(Path(sys.executable).with_name("strata"))
     result = subprocess.run(
         [strata, "--address", head.jobs_address, "--db", db, "--store", store,
          "submit", "add-task", "second", "--data", "builtin:mnist?classes=5-9", *TINY_ARGS],
-        capture_output=True, text=True, env=head.env(), timeout=120,
+        capture_output=True, text=True, env=client_env, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     job_id = result.stdout.strip().splitlines()[-1]

@@ -29,7 +29,11 @@ def make_commit(
     rate: float = 0.5,
     **overrides: Any,
 ) -> TaskCommit:
-    """The next task on top of the registry's head: takes ``take`` of the free weights."""
+    """The next task on top of the registry's head: takes ``take`` of the free weights.
+
+    A first task has the layers of ``LAYER_SHAPES``; later ones those of the head (which may
+    be a real backbone's, see ``tests.registries.build_registry``).
+    """
     rng = np.random.default_rng(seed)
     head = registry.head()
     if head is None:
@@ -37,10 +41,12 @@ def make_commit(
         weights = {n: np.zeros(s, np.float32) for n, s in LAYER_SHAPES.items()}
         owners = {n: np.zeros(s, OWNER_DTYPE) for n, s in LAYER_SHAPES.items()}
     else:
-        seq = len(registry.list_tasks()) + 1
+        tasks = registry.list_tasks()
+        seq = len(tasks) + 1
         shared = registry.load_weights()
-        weights = {n: shared[WEIGHT_PREFIX + n].copy() for n in LAYER_SHAPES}
-        owners = {n: shared[OWNER_PREFIX + n].copy() for n in LAYER_SHAPES}
+        layer_names = list(registry.load_mask(tasks[-1].name))  # the head's, in layer order
+        weights = {n: shared[WEIGHT_PREFIX + n].copy() for n in layer_names}
+        owners = {n: shared[OWNER_PREFIX + n].copy() for n in layer_names}
     layers = []
     for name_, owner in owners.items():
         free = owner == 0
@@ -65,7 +71,7 @@ def make_commit(
         "name": name,
         "data_spec": f"builtin:digits?task={name}",
         "num_classes": 3,
-        "backbone": {"arch": "tiny", "width": 4, "layers": list(LAYER_SHAPES)},
+        "backbone": {"arch": "tiny", "width": 4, "layers": list(owners)},
         "parent_version_id": head.id if head is not None else None,
         "reference_task": None if head is None else "t1",
         "reference_jsd": None if head is None else 0.25,

@@ -1,4 +1,4 @@
-"""Serving test support: the test registry's tasks, tensor memory counting, a free port.
+"""Serving test support: the test registry's tasks, tensor memory counting, a free port, bodies.
 
 Kept out of conftest.py so that the benchmarks (run as ``python -m benchmarks.…`` from the
 repository root) can import it; the registry itself comes from ``tests.registries``.
@@ -6,15 +6,20 @@ repository root) can import it; the registry itself comes from ``tests.registrie
 
 from __future__ import annotations
 
+import io
 import socket
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 
 from workers.inference import Predictor
 
 # The test registry's tasks and class counts: different counts, so mixed-up tasks show.
 TASKS = {"alpha": 3, "beta": 4, "gamma": 2}
+# Limits of the test servers: small, so the tests can exceed them cheaply.
+MAX_BATCH = 8
+MAX_BODY_BYTES = 4 * 2**20
 
 
 def _unique_bytes(tensors: Iterable[torch.Tensor]) -> int:
@@ -38,3 +43,11 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def npy_claiming(shape: tuple[int, ...]) -> bytes:
+    """A uint8 ``.npy`` header claiming any ``shape`` (10**15 bytes...), with no data after it."""
+    buffer = io.BytesIO()
+    header = {"descr": "|u1", "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue()

@@ -28,8 +28,8 @@ def test_tasks_added_while_serving_are_served_after_the_next_check(
         location.db_url, location.store_uri, [("first", synthetic_task(0))], TINY_BACKBONE
     )
     options = ServeOptions(port=free_port(), max_replicas=1)
-    url = run_app(location, options)
-    try:
+    try:  # a start that fails half-way must not leave Serve running either
+        url = run_app(location, options)
         with httpx.Client(base_url=url, timeout=60) as client:
             first = client.get("/healthz").json()["version"]
             assert redeploy_if_head_moved(location, options, first) == first  # nothing new

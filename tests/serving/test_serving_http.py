@@ -6,7 +6,7 @@ import io
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -19,29 +19,14 @@ from typer.testing import CliRunner
 
 from orchestrator.cli import app as cli
 from orchestrator.location import RegistryLocation
+from orchestrator.ray_runtime import ensure_port_free
 from registry.errors import TaskNotFound
-from tests.serving.serving_support import TASKS, free_port
+from tests.serving.serving_support import MAX_BATCH, TASKS
+from workers.errors import StrataError
 from workers.inference import Predictor, read_inputs
 from workers.serving import APP_NAME, MODELS, NPY_CONTENT_TYPE, ServeOptions, run_app
 
 pytestmark = pytest.mark.ray
-MAX_BATCH = 8
-
-
-@pytest.fixture(scope="module")
-def port() -> int:
-    return free_port()
-
-
-@pytest.fixture(scope="module")
-def server(ray_session, served_location: RegistryLocation, port: int) -> Iterator[httpx.Client]:
-    options = ServeOptions(
-        port=port, min_replicas=1, max_replicas=2, max_tasks=2, max_batch=MAX_BATCH
-    )
-    url = run_app(served_location, options, blocking=False)
-    with httpx.Client(base_url=url, timeout=60) as client:
-        yield client
-    serve.shutdown()
 
 
 def _logits(answer: httpx.Response) -> torch.Tensor:
@@ -115,6 +100,21 @@ def test_image_files_answer_like_strata_predict(
     assert [(p["label"], p["score"]) for p in served] == [(p["label"], p["score"]) for p in local]
 
 
+def test_a_large_jpeg_decodes_like_strata_predict(
+    server: httpx.Client, predictor: Predictor, tmp_path: Path
+) -> None:
+    """Above 4 Mi pixels a JPEG may decode at reduced scale for the small backbone: the
+    gateway does it as ``strata predict`` does, so the logits still agree bit for bit."""
+    stripes = np.add.outer(np.arange(2400), 2 * np.arange(2400)) % 256
+    path = tmp_path / "large.jpg"
+    Image.fromarray(np.stack([stripes] * 3, axis=-1).astype(np.uint8)).save(path, quality=80)
+    answer = server.post(
+        "/predict/gamma?logits=1", files=[("files", (path.name, path.read_bytes(), "image/jpeg"))]
+    )
+    _, batch = read_inputs([path], predictor)
+    assert torch.equal(_logits(answer), predictor.predict("gamma", batch).logits)
+
+
 def test_auto_names_the_task_it_chose(
     server: httpx.Client, predictor: Predictor, probe: torch.Tensor
 ) -> None:
@@ -166,6 +166,14 @@ def test_bad_requests_get_json_details_and_serving_goes_on(
     assert torch.equal(
         _logits(_predict(server, "gamma", probe)), predictor.predict("gamma", probe).logits
     )
+
+
+def test_a_second_server_on_the_port_is_refused(server: httpx.Client, port: int) -> None:
+    """Serve listens with SO_REUSEPORT: a second server there would share the traffic."""
+    for host in ("127.0.0.1", "0.0.0.0"):
+        with pytest.raises(StrataError, match=f"port {port} on {host} is already in use"):
+            ensure_port_free(host, port)
+    assert server.get("/healthz").json()["ok"] is True
 
 
 def test_a_replica_refuses_unknown_tasks_itself(server: httpx.Client) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from pathlib import Path
@@ -18,7 +19,7 @@ from orchestrator.location import RegistryLocation
 from registry import db
 from registry.errors import TaskNotFound
 from registry.store import Registry
-from tests.serving.serving_support import resident_bytes
+from tests.serving.serving_support import npy_claiming, resident_bytes
 from workers.data import as_images, read_image, scaled_images
 from workers.errors import DataError, StrataError
 from workers.inference import Predictor
@@ -27,6 +28,8 @@ from workers.serving import (
     _json_inputs,
     _multipart_inputs,
     _npy_inputs,
+    _unexpected_error,
+    api,
     app_builder,
     run_app,
 )
@@ -41,6 +44,7 @@ from workers.serving import (
         ({"max_tasks": 0}, "--max-tasks"),
         ({"upscale_delay_s": -1.0}, "--upscale-delay"),
         ({"max_batch": 0}, "--max-batch"),
+        ({"max_pixels": 0}, "pixel budget"),
     ],
 )
 def test_bad_options_are_user_errors(changes: dict, message: str) -> None:
@@ -99,6 +103,7 @@ def test_json_inputs_in_every_layout(layout: str, probe: torch.Tensor) -> None:
         (_body({"inputs": [[[True]]]}), 422),
         (b'{"inputs": [[[NaN, 1.0]]]}', 422),
         (_body({"inputs": np.zeros((9, 4, 4)).tolist()}), 413),
+        (b"[" * 100_000 + b"]" * 100_000, 400),  # once a 500: RecursionError
     ],
 )
 def test_malformed_json_bodies(body: bytes, status: int) -> None:
@@ -148,6 +153,7 @@ def _npz() -> bytes:
         (_npy(np.zeros((2, 4), dtype=np.complex64)), 422),
         (_npy(np.full((1, 4, 4), np.inf)), 422),
         (_npy(np.zeros((9, 4, 4))), 413),
+        (npy_claiming((10**15,)) + bytes(16), 400),  # once a 500: numpy allocated the claim
     ],
 )
 def test_malformed_npy_bodies(body: bytes, status: int) -> None:
@@ -240,3 +246,76 @@ def test_a_pinned_version_serves_only_its_tasks(served_location: RegistryLocatio
             pinned.view(registry.list_tasks()[1].name)
         with pytest.raises(TaskNotFound):
             pinned.view("nope")
+
+
+# ---- the pixel budget and the error documents ------------------------------------------------
+
+
+def test_a_request_over_the_pixel_budget_is_refused_before_decoding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Headers are measured first: not one image of an over-budget request is decoded."""
+    content_type, body = _multipart(
+        [
+            ("files", "a.png", _png(np.zeros((40, 30), np.uint8))),
+            ("files", "b.png", _png(np.zeros((20, 20), np.uint8))),
+        ]
+    )
+    assert _multipart_inputs(content_type, body, max_batch=4, max_pixels=1600)[0] == [
+        "a.png",
+        "b.png",
+    ]
+
+    def no_decoding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an image was decoded")
+
+    monkeypatch.setattr("workers.serving.read_pixels", no_decoding)
+    with pytest.raises(HTTPException) as caught:
+        _multipart_inputs(content_type, body, max_batch=4, max_pixels=1599)
+    assert caught.value.status_code == 413 and "1,600 pixels" in caught.value.detail
+
+
+@pytest.mark.parametrize("reader", [_json_inputs, _npy_inputs])
+def test_arrays_count_against_the_pixel_budget(reader) -> None:
+    pixels = np.zeros((3, 10, 10, 3), np.uint8)  # 300 pixels of 3 channels each
+    body = _body({"inputs": pixels.tolist()}) if reader is _json_inputs else _npy(pixels)
+    assert len(reader(body, max_batch=4, max_pixels=300)[0]) == 3
+    with pytest.raises(HTTPException) as caught:
+        reader(body, max_batch=4, max_pixels=299)
+    assert caught.value.status_code == 413 and "300 pixels" in caught.value.detail
+
+
+def test_upload_errors_name_the_file_and_npy_errors_say_npy() -> None:
+    content_type, body = _multipart([("files", "notes.txt", b"hello")])
+    with pytest.raises(DataError) as caught:
+        _multipart_inputs(content_type, body, max_batch=4)
+    assert "notes.txt" in str(caught.value) and "object at" not in str(caught.value)
+    with pytest.raises(HTTPException) as caught:
+        _npy_inputs(b"\x00" * 200, max_batch=4)
+    assert ".npy" in caught.value.detail and "pickle" not in caught.value.detail
+
+
+def test_the_openapi_document_declares_every_error_shape() -> None:
+    """400/404/413/422 are declared for predictions, each a JSON object with a string detail,
+    the shape the server's own 422s are rewritten to."""
+    document = api.openapi()
+    responses = document["paths"]["/predict/{task}"]["post"]["responses"]
+    for status in ("400", "404", "413", "422"):
+        reference = responses[status]["content"]["application/json"]["schema"]["$ref"]
+        declared = document["components"]["schemas"][reference.rsplit("/", 1)[1]]
+        assert declared["properties"]["detail"]["type"] == "string", status
+        assert declared["required"] == ["detail"], status
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    body = document["paths"]["/predict/{task}"]["post"]["requestBody"]["content"]
+    assert set(body) == {"application/json", "application/x-npy", "multipart/form-data"}
+
+
+def test_the_default_budget_refuses_the_issues_9000_pixel_square() -> None:
+    assert 9000 * 9000 > ServeOptions().max_pixels >= 256 * 512 * 512
+
+
+def test_an_unexpected_error_still_answers_one_line_of_json() -> None:
+    """The gateway's last resort: a bug is a JSON 500 with one line, never a traceback page."""
+    answer = asyncio.run(_unexpected_error(None, RuntimeError("boom\n  File 'x.py', line 1")))
+    assert answer.status_code == 500
+    assert json.loads(answer.body) == {"detail": "internal error: RuntimeError: boom"}

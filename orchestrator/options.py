@@ -1,0 +1,82 @@
+"""What ``strata add-task`` accepts, and the checks on it that need no data, torch or Ray.
+
+These run first, before the heavy imports, so a typo costs a fraction of a second instead of
+a Ray start; every numeric option is checked to be finite and in range because one bad value
+(``--lr inf``) would otherwise train a network full of NaN.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from orchestrator.rates import DEFAULT_POLICY
+from registry.candidates import parse_policy as parse_candidates
+from workers.errors import StrataError
+from workers.names import check_backbone, check_task_name
+
+GRANULARITIES = ("weight", "filter")
+# Options that only the first task decides (option -> BackboneConfig field): later tasks reuse
+# the registry's network.
+FIRST_TASK_ONLY = {"backbone": "name", "width": "width", "input_size": "input_size"}
+MAX_SEED = 2**32 - 1  # numpy's and torch's generators both accept [0, 2**32)
+MAX_INPUT_SIZE = 1024
+MAX_EPOCHS = 1000
+MAX_BATCH_SIZE = 65536
+MAX_LR = 10.0
+
+
+@dataclass(frozen=True)
+class AddTaskOptions:
+    """Everything ``strata add-task`` accepts; stored with the job for re-runs."""
+
+    name: str
+    data: str
+    backbone: str = "vgg16"
+    width: float = 0.125
+    input_size: int = 32
+    epochs: int = 4
+    finetune_epochs: int = 2
+    batch_size: int = 64
+    lr: float = 1e-3
+    policy: str = DEFAULT_POLICY
+    candidates: str = "all"
+    granularity: str = "weight"
+    seed: int = 0
+    limit: int | None = None
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise StrataError(message)
+
+
+def _in_range(option: str, value: float, low: float, high: float, *, low_open: bool = False):
+    finite = isinstance(value, int) or math.isfinite(value)
+    above = value > low if low_open else value >= low
+    bracket = "(" if low_open else "["
+    _require(
+        finite and above and value <= high,
+        f"{option} must be a finite number in {bracket}{low:g}, {high:g}], not {value!r}",
+    )
+
+
+def validate_options(options: AddTaskOptions) -> None:
+    """Raise StrataError for the first option that is out of range; touches nothing."""
+    check_task_name(options.name)
+    check_backbone(options.backbone)
+    _require(options.data.strip() != "", "--data must name a data set, e.g. builtin:mnist")
+    _require(
+        options.granularity in GRANULARITIES,
+        f"--granularity must be 'weight' or 'filter', not {options.granularity!r}",
+    )
+    _in_range("--lr", options.lr, 0.0, MAX_LR, low_open=True)
+    _in_range("--width", options.width, 0.0, 1.0, low_open=True)
+    _in_range("--input-size", options.input_size, 32, MAX_INPUT_SIZE)
+    _in_range("--epochs", options.epochs, 1, MAX_EPOCHS)
+    _in_range("--finetune-epochs", options.finetune_epochs, 0, MAX_EPOCHS)
+    _in_range("--batch-size", options.batch_size, 1, MAX_BATCH_SIZE)
+    _in_range("--seed", options.seed, 0, MAX_SEED)
+    if options.limit is not None:
+        _in_range("--limit", options.limit, 1, 10**9)
+    parse_candidates(options.candidates)
