@@ -61,7 +61,7 @@ CASES = [
         f"--db postgresql+psycopg://postgres:{SECRET}@127.0.0.1:1/test init",
     ),
     Case("db-uninitialised", "--db sqlite:///{home}/fresh/never.db tasks", "strata init"),
-    Case("db-newer-revision", "--db {future_db} init", "newer"),
+    Case("db-newer-revision", "--db {future_db} init", "upgrade Strata"),
     Case("db-newer-revision-read", "--db {future_db} tasks"),
     Case("store-unknown-scheme", "--store foo://x tasks", "foo"),
     Case("store-memory", "--store memory://blobs tasks", "memory"),
