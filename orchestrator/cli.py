@@ -145,7 +145,7 @@ def init(ctx: typer.Context) -> None:
     from registry.db import upgrade
 
     location: RegistryLocation = ctx.obj.location
-    upgrade(location.db_url)
+    upgrade(location.db_url, store_uri=location.store_uri)
     console.print(
         f"registry ready at {masked_url(location.db_url)} (blobs: {location.store_uri})",
         soft_wrap=True,
@@ -191,6 +191,7 @@ def show(ctx: typer.Context, name: str, as_json: JsonFlag = False) -> None:
         task = registry.get_task(name)
         layers = registry.task_layers(name)
         similarities = registry.similarities(name)
+        stored = registry.stored_bytes(name)[0]
     document = {
         **task.to_dict(),
         "layers": [
@@ -206,6 +207,7 @@ def show(ctx: typer.Context, name: str, as_json: JsonFlag = False) -> None:
             for layer in layers
         ],
         "similarities": [s.to_dict() for s in similarities],
+        "stored": {key: stored[key] for key in ("mask", "values", "private", "bytes")},
     }
     if as_json:
         emit(document)
@@ -214,7 +216,9 @@ def show(ctx: typer.Context, name: str, as_json: JsonFlag = False) -> None:
         f"[bold]{task.name}[/bold] (seq {task.seq}, {task.status}) data {task.data_spec}\n"
         f"reference {task.reference_task or '-'} JSD {_jsd(task.reference_jsd) or '-'}; "
         f"rate {pct(task.rate)}; val accuracy {pct(task.val_accuracy)}; kept {task.kept}\n"
-        f"mask {task.mask.sha256[:12]}… {task.mask.size_bytes} bytes for {task.mask.numel} weights"
+        f"mask {task.mask.sha256[:12]}… {task.mask.size_bytes} bytes for {task.mask.numel} "
+        f"weights\nstored {stored['bytes']} bytes: mask {stored['mask']}, values of the weights "
+        f"it took {stored['values']}, private {stored['private']}"
     )
     table(
         "layers",
@@ -241,6 +245,9 @@ def capacity(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     if as_json:
         emit(document)
         return
+    stored, dense = document["stored_bytes"], document["dense_bytes"]
+    ratio = f" ({stored / dense:.2f}× one dense float32 network)" if dense else ""
+    console.print(f"stored {stored} bytes for {len(document['tasks'])} tasks{ratio}")
     table(
         f"capacity (free {pct(document['free_fraction'])})",
         ["layer", "weights", "free", "owned"],
@@ -286,7 +293,7 @@ def _progress(progress: dict[str, Any] | None) -> str | None:
 
 @app.command()
 def verify(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """Integrity: every blob present with its hash, masks consistent."""
+    """Integrity: every blob present with its hash, the task deltas tile the network."""
     with ctx.obj.registry() as registry:
         problems = registry.verify()
     if as_json:

@@ -67,7 +67,7 @@ def run_demo(
     width: float = AddTaskOptions.width,
 ) -> list[StepResult]:
     """Learn ``stream`` (skipping registered names), measure after each step, plot."""
-    upgrade(location.db_url)
+    upgrade(location.db_url, store_uri=location.store_uri)
     out.mkdir(parents=True, exist_ok=True)
     results: list[StepResult] = []
     for name, spec in stream:

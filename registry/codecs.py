@@ -5,6 +5,7 @@ No pickle anywhere: safetensors files are a JSON header plus raw little-endian b
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,11 @@ def encode_arrays(
     """safetensors bytes of ``arrays`` (C-contiguous copies where needed; key order is not kept)."""
     tensors = {name: np.asarray(array, order="C") for name, array in arrays.items()}
     return save(tensors, metadata=dict(metadata) if metadata else None)
+
+
+def tensor_meta(arrays: Mapping[str, np.ndarray]) -> list[list[Any]]:
+    """``[name, dtype, shape]`` per array: a blob row's record of what its bytes hold."""
+    return [[name, str(a.dtype), list(a.shape)] for name, a in arrays.items()]
 
 
 def decode_arrays(data: bytes) -> dict[str, np.ndarray]:
@@ -54,7 +60,7 @@ def unpack_mask(data: bytes, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Exact inverse of :func:`pack_mask`; raises BlobCorrupted if bytes and meta disagree."""
     numel = int(meta["numel"])
     shapes = [(name, tuple(shape)) for name, shape in meta["layers"]]
-    sizes = [int(np.prod(shape, dtype=np.int64)) for _, shape in shapes]
+    sizes = [math.prod(shape) for _, shape in shapes]
     if len(data) != mask_nbytes(numel) or sum(sizes) != numel:
         raise BlobCorrupted(
             f"mask has {len(data)} bytes and layers of {sum(sizes)} weights, "
@@ -62,7 +68,7 @@ def unpack_mask(data: bytes, meta: Mapping[str, Any]) -> dict[str, np.ndarray]:
         )
     bitorder = meta.get("bitorder", MASK_BITORDER)
     bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), count=numel, bitorder=bitorder)
-    bits = bits.astype(bool)
+    bits = bits.view(bool)  # 0/1 bytes: a valid bool array, without a copy
     out: dict[str, np.ndarray] = {}
     start = 0
     for (name, shape), size in zip(shapes, sizes, strict=True):

@@ -37,7 +37,8 @@ class TaskCommit:
     ``parent_version_id`` is the head the job started from (None for the first task);
     the commit succeeds only if it is still the head. ``mask`` is in layer order.
     ``shared`` is the new shared network: ``weight.<layer>`` (float32) and
-    ``owner.<layer>`` (int32, 0 = free, k = owning task's seq) for every masked layer.
+    ``owner.<layer>`` (an integer map, 0 = free, k = owning task's seq) for every masked
+    layer. The registry stores only its delta from the parent (``registry.deltas``).
     ``similarities`` are ``(candidate task, jsd, method)``.
     """
 

@@ -119,8 +119,13 @@ def display_url(engine_or_url: Engine | str | URL) -> str:
         return "<not a database URL>"
 
 
-def alembic_config(url: str | URL, connection: Connection | None = None) -> Config:
-    """The packaged Alembic config pointed at ``url`` (and at ``connection`` if given)."""
+def alembic_config(
+    url: str | URL, connection: Connection | None = None, store_uri: str | None = None
+) -> Config:
+    """The packaged Alembic config pointed at ``url`` (and at ``connection`` if given).
+
+    ``store_uri`` is the blob store, for migrations that rewrite blobs (revision 0003).
+    """
     config = Config(str(MIGRATIONS_DIR / "alembic.ini"))
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     # ConfigParser interpolation: a literal '%' in a password must be doubled.
@@ -129,6 +134,8 @@ def alembic_config(url: str | URL, connection: Connection | None = None) -> Conf
     config.attributes["configure_logger"] = False
     if connection is not None:
         config.attributes["connection"] = connection
+    if store_uri is not None:
+        config.attributes["store_uri"] = store_uri
     return config
 
 
@@ -161,22 +168,25 @@ def migrate(connection: Connection, fn: Callable[[], None]) -> None:
             raise RegistryError(f"migration would break foreign keys: {violations[:5]}")
 
 
-def _run_on_connection(url: str | URL, fn: Any, *args: Any) -> None:
+def _run_on_connection(url: str | URL, store_uri: str | None, fn: Any, *args: Any) -> None:
     # Our engine (not Alembic's engine_from_config), so SQLite gets the same PRAGMAs/BEGIN.
     engine = make_engine(url, foreign_keys=False, create=True)
     try:
         with reachable(url), engine.begin() as connection:
-            migrate(connection, lambda: fn(alembic_config(url, connection), *args))
+            migrate(connection, lambda: fn(alembic_config(url, connection, store_uri), *args))
     finally:
         engine.dispose()
 
 
-def upgrade(url: str | URL | None = None, revision: str = "head") -> None:
+def upgrade(
+    url: str | URL | None = None, revision: str = "head", store_uri: str | None = None
+) -> None:
     """Create or upgrade the registry schema (``strata init``); SchemaOutOfDate for a
-    registry that a newer Strata migrated (this code cannot know its schema)."""
+    registry that a newer Strata migrated (this code cannot know its schema). ``store_uri``:
+    the blob store, which migrations that rewrite blobs need once the registry has tasks."""
     url = url or DEFAULT_DB_URL
     _refuse_unknown_revision(url)
-    _run_on_connection(url, command.upgrade, revision)
+    _run_on_connection(url, store_uri, command.upgrade, revision)
 
 
 def _refuse_unknown_revision(url: str | URL) -> None:
@@ -211,9 +221,9 @@ def database_exists(url: str | URL) -> bool:
     return sqlite_file is None or sqlite_file.exists()
 
 
-def downgrade(url: str | URL | None, revision: str) -> None:
+def downgrade(url: str | URL | None, revision: str, store_uri: str | None = None) -> None:
     """Downgrade the schema to ``revision`` (``"base"`` drops every registry table)."""
-    _run_on_connection(url or DEFAULT_DB_URL, command.downgrade, revision)
+    _run_on_connection(url or DEFAULT_DB_URL, store_uri, command.downgrade, revision)
 
 
 def head_revision() -> str | None:

@@ -97,7 +97,12 @@ class Blob(Base):
 
 
 class ModelVersion(Base):
-    """One state of the shared network (weights + owner maps); each commit adds one."""
+    """One state of the shared network; each commit adds one.
+
+    Its ``weights_blob`` holds only the values of the weights its task took (the delta, whose
+    mask is the task's ``mask_blob``); the network is the parent chain's deltas applied in
+    order (``registry.deltas``, since revision 0003).
+    """
 
     __tablename__ = "model_versions"
     __table_args__ = (

@@ -1,9 +1,11 @@
 """Owner maps: which task owns each shared weight (0 = free, k = the task with seq k).
 
-A model version's weights blob holds, for every prunable layer ``L``, ``weight.L``
-(float32) and ``owner.L`` (int32). The rules checked here are the ones that make zero
-forgetting hold: a task's mask is exactly the weights owned at its version, and free
-weights hold 0. They are used both before a commit and by ``Registry.verify``.
+A model version, materialised from its deltas (``registry.deltas``), holds for every
+prunable layer ``L`` ``weight.L`` (float32) and ``owner.L`` (the smallest unsigned integer
+type that holds the task count: uint8 up to 255 tasks, as PackNet does). The rules checked
+here are the ones that make zero forgetting hold: a task's mask is exactly the weights owned
+at its version, and free weights hold 0. They are used both before a commit and by
+``Registry.verify``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,16 @@ import numpy as np
 
 WEIGHT_PREFIX = "weight."
 OWNER_PREFIX = "owner."
-OWNER_DTYPE = np.dtype(np.int32)
+_OWNER_DTYPES = (np.dtype(np.uint8), np.dtype(np.int16), np.dtype(np.int32))
+
+
+def owner_dtype(tasks: int) -> np.dtype:
+    """The smallest integer type that holds owner ids 0…``tasks`` (uint8 up to 255 tasks;
+    int16 next, since torch has no full uint16 support)."""
+    for dtype in _OWNER_DTYPES:
+        if tasks <= np.iinfo(dtype).max:
+            return dtype
+    raise ValueError(f"{tasks} tasks do not fit an owner map")
 
 
 def split_shared(
@@ -62,8 +73,8 @@ def ownership_problems(
                 f"owner {owner.shape})"
             )
             continue
-        if owner.dtype != OWNER_DTYPE:
-            problems.append(f"layer {name}: owner map is {owner.dtype}, expected int32")
+        if owner.dtype not in _OWNER_DTYPES:
+            problems.append(f"layer {name}: owner map is {owner.dtype}, not uint8/int16/int32")
         if owner.size and (owner.min() < 0 or (seq is not None and owner.max() > seq)):
             problems.append(f"layer {name}: owner ids outside [0, {seq}]")
         differ = np.count_nonzero(layer_mask != (owner > 0))

@@ -2,8 +2,9 @@
 
 Commit protocol (DESIGN §3), in ``commit_task``:
 
-1. Write the mask, private-parameter and weights blobs. They are content addressed, so
-   this is idempotent and changes nothing the database points to.
+1. Write the task's delta (its owned-weights mask and their values, ``registry.deltas``)
+   and its private parameters as blobs. They are content addressed, so this is idempotent
+   and changes nothing the database points to.
 2. In ONE transaction: lock the head (``SELECT ... FOR UPDATE`` on PostgreSQL,
    ``BEGIN IMMEDIATE`` on SQLite, so writers serialise), check that it is still the
    version the job started from (compare-and-swap) and that the name is free, then insert
@@ -22,17 +23,18 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
 from types import TracebackType
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Engine, Select, func, select, update
+from sqlalchemy import Engine, Select, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm import Session, aliased, joinedload, selectinload
 
 from registry.blobstore import BlobStore, key_of
 from registry.candidates import CandidatePolicy, candidate_filter, parse_policy
-from registry.codecs import decode_arrays, encode_arrays, pack_mask, unpack_mask
+from registry.codecs import decode_arrays, encode_arrays, pack_mask, tensor_meta, unpack_mask
 from registry.commit import LayerStats, TaskCommit, nonfinite_counts
 from registry.db import (
     DEFAULT_DB_URL,
@@ -43,6 +45,7 @@ from registry.db import (
     reachable,
     session_factory,
 )
+from registry.deltas import Delta, Materialised, decode_values, delta_of, encode_values
 from registry.errors import (
     BlobCorrupted,
     BlobMissing,
@@ -72,10 +75,6 @@ from registry.retry import RETRY_BUDGET_S, connection_lost, retry_connection
 ADD_TASK = "add-task"
 
 
-def _tensor_meta(arrays: Mapping[str, np.ndarray]) -> list[list[Any]]:
-    return [[name, str(a.dtype), list(a.shape)] for name, a in arrays.items()]
-
-
 def _bits(array: np.ndarray) -> np.ndarray:
     """View as unsigned ints, so comparisons are bit-exact (NaN == NaN, -0.0 != 0.0)."""
     return array.view(np.dtype(f"u{array.dtype.itemsize}"))
@@ -97,24 +96,40 @@ def _stale(commit: TaskCommit, name_taken: bool, head_id: int | None) -> Registr
     return None
 
 
-@dataclass
-class _VersionState:
-    """A task's decoded mask and shared arrays, as verify walks the versions in seq order."""
+def _layout(state: Materialised) -> list[tuple[str, tuple[int, ...]]]:
+    return [(name, weight.shape) for name, weight in state.weights.items()]
 
-    mask: dict[str, np.ndarray]
-    weights: dict[str, np.ndarray]
-    owners: dict[str, np.ndarray]
 
-    def layout(self) -> list[tuple[str, tuple[int, ...]]]:
-        return [(name, m.shape) for name, m in self.mask.items()]
+def _of_commit(commit: TaskCommit) -> Materialised:
+    """The version a commit proposes (its mask is its owner map's, checked by validate)."""
+    weights, owners, _ = split_shared(commit.shared, commit.layer_names)
+    return Materialised(weights, owners)
 
-    @classmethod
-    def of_parent(cls, shared: Mapping[str, np.ndarray], layers: Sequence[str]) -> _VersionState:
-        """A parent version as a commit sees it: its mask is what its owner maps own."""
-        weights, owners, problems = split_shared(shared, layers)
-        if problems:
-            raise CommitRefused(f"the parent version has other layers: {problems[0]}")
-        return cls({n: owner > 0 for n, owner in owners.items()}, weights, owners)
+
+@dataclass(frozen=True)
+class _DeltaRef:
+    """Where one task's delta lies: its mask blob (with layout meta) and its values blob."""
+
+    task: str
+    seq: int
+    mask_key: str
+    mask_sha256: str
+    mask_meta: dict[str, Any]
+    values_key: str
+    values_sha256: str
+
+
+@dataclass(frozen=True)
+class _Staged:
+    """The blob rows of one commit as column values, and the weights its delta takes."""
+
+    mask: dict[str, Any]
+    private: dict[str, Any]
+    values: dict[str, Any]
+    taken: dict[str, np.ndarray]
+
+    def rows(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        return self.mask, self.private, self.values
 
 
 def _summary(task: str, data: bytes, required: Mapping[str, int]) -> dict[str, np.ndarray]:
@@ -138,8 +153,24 @@ def _summary(task: str, data: bytes, required: Mapping[str, int]) -> dict[str, n
     return arrays
 
 
-# The blob rows of one commit (mask, private, weights) as column values.
-_Staged = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
+@cache
+def _delta_query(head: bool) -> Select[Any]:
+    """Where the deltas of a version's tasks lie, in seq order: of the head, or of the version
+    bound as ``version``. Built once (loading a version in a replica must stay cheap)."""
+    mask, values = aliased(Blob, name="mask_blob"), aliased(Blob, name="values_blob")
+    last = (
+        select(func.max(Task.seq))
+        if head
+        else select(Task.seq).where(Task.model_version_id == bindparam("version"))
+    )
+    return (
+        select(Task.name, Task.seq, mask.uri, mask.sha256, mask.meta, values.uri, values.sha256)
+        .join(mask, mask.id == Task.mask_blob_id)
+        .join(ModelVersion, ModelVersion.id == Task.model_version_id)
+        .join(values, values.id == ModelVersion.weights_blob_id)
+        .where(Task.seq <= last.scalar_subquery())
+        .order_by(Task.seq)
+    )
 
 
 class Registry:
@@ -284,7 +315,8 @@ class Registry:
         return self._tasks(query if where is None else query.where(where))
 
     def capacity(self) -> dict[str, Any]:
-        """Free/owned weights per layer of the head (recorded from its owner maps at commit)."""
+        """Free/owned weights per layer of the head (recorded from its owner maps at commit),
+        and the bytes each task's commit stored against one dense float32 network."""
         query = (
             select(Blob.meta)
             .join(ModelVersion, ModelVersion.weights_blob_id == Blob.id)
@@ -294,32 +326,98 @@ class Registry:
         layers = meta["layers"] if meta is not None else []
         numel = sum(layer["numel"] for layer in layers)
         free = sum(layer["free"] for layer in layers)
-        return {"layers": layers, "free_fraction": free / numel if numel else 1.0}
+        tasks = self.stored_bytes()
+        return {
+            "layers": layers,
+            "free_fraction": free / numel if numel else 1.0,
+            "dense_bytes": numel * 4,
+            "stored_bytes": sum(task["bytes"] for task in tasks),
+            "tasks": tasks,
+        }
 
     # ---- arrays ------------------------------------------------------------------------
 
     def read_blob(self, blob: BlobRow) -> bytes:
         return self.blobs.get(blob.key, blob.sha256)
 
-    def load_weights(self, version: int | None = None) -> dict[str, np.ndarray]:
-        """Shared arrays (``weight.<layer>``, ``owner.<layer>``) of a version (default: head)."""
-        if version is None:
-            row = self.head()
-        else:
-            row = self._version(VersionRow.query().where(ModelVersion.id == version))
-        if row is None:
+    def _delta_refs(self, version: int | None) -> list[_DeltaRef]:
+        """The deltas of tasks 1…k, in seq order, where k's version is ``version`` (default:
+        the head); empty if there is no such version."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(_delta_query(version is None), {"version": version})
+            return [_DeltaRef(*row) for row in rows]
+
+    def _read_delta(self, ref: _DeltaRef) -> Delta:
+        """One task's delta, hash-checked; a missing or corrupted blob names the task."""
+        try:
+            mask = unpack_mask(self.blobs.get(ref.mask_key, ref.mask_sha256), ref.mask_meta)
+            values = decode_values(self.blobs.get(ref.values_key, ref.values_sha256), list(mask))
+        except (BlobMissing, BlobCorrupted) as exc:
+            raise type(exc)(
+                f"the stored delta of task {ref.task!r} (seq {ref.seq}) is unusable: {exc}"
+            ) from exc
+        return Delta(mask, values)
+
+    def load_version(self, version: int | None = None) -> Materialised:
+        """A model version (default: the head) materialised from the deltas of its tasks;
+        BlobMissing / BlobCorrupted if any of them is absent, damaged or does not fit."""
+        refs = self._delta_refs(version)
+        if not refs:
             raise RegistryError(
                 "the registry has no model yet: add a task first"
                 if version is None
                 else f"no model version {version} in the registry"
             )
-        return decode_arrays(self.read_blob(row.weights))
+        state: Materialised | None = None
+        for ref in refs:
+            delta = self._read_delta(ref)
+            if state is None:
+                shapes = {name: taken.shape for name, taken in delta.mask.items()}
+                state = Materialised.empty(shapes, refs[-1].seq)
+            problems = state.apply(delta, ref.seq)
+            if problems:
+                raise BlobCorrupted(
+                    f"the stored delta of task {ref.task!r} (seq {ref.seq}) does not fit "
+                    f"the network: {problems[0]}"
+                )
+        assert state is not None
+        return state
+
+    def load_weights(self, version: int | None = None) -> dict[str, np.ndarray]:
+        """Shared arrays (``weight.<layer>``, ``owner.<layer>``) of a version (default: head)."""
+        return self.load_version(version).shared()
 
     def load_mask(self, task: str) -> dict[str, np.ndarray]:
-        """The task's effective parameter mask, one bool array per layer, in layer order."""
-        mask = self.get_task(task).mask
-        meta = self._scalar(select(Blob.meta).where(Blob.id == mask.id))
-        return unpack_mask(self.read_blob(mask), meta)
+        """The task's effective parameter mask (its own weights and every earlier task's),
+        one bool array per layer, in layer order, derived from the stored deltas."""
+        return self.load_version(self.get_task(task).model_version_id).mask
+
+    def stored_bytes(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Per task (or task ``name`` only), in seq order, the bytes its commit stored: delta
+        mask, delta values, private parameters (what ``strata show`` / ``capacity`` report)."""
+        mask, private, values = (aliased(Blob, name=n) for n in ("m", "p", "v"))
+        query = (
+            select(Task.name, Task.seq, mask.size_bytes, values.size_bytes, private.size_bytes)
+            .join(mask, mask.id == Task.mask_blob_id)
+            .join(private, private.id == Task.private_blob_id)
+            .join(ModelVersion, ModelVersion.id == Task.model_version_id)
+            .join(values, values.id == ModelVersion.weights_blob_id)
+            .order_by(Task.seq)
+        )
+        if name is not None:
+            query = query.where(Task.name == name)
+        with self.engine.connect() as conn:
+            return [
+                {
+                    "name": task,
+                    "seq": seq,
+                    "mask": mask_bytes,
+                    "values": values_bytes,
+                    "private": private_bytes,
+                    "bytes": mask_bytes + values_bytes + private_bytes,
+                }
+                for task, seq, mask_bytes, values_bytes, private_bytes in conn.execute(query)
+            ]
 
     def load_private(self, task: str | TaskRow) -> dict[str, np.ndarray]:
         """A task's private parameters; pass its row, if at hand, to save a lookup."""
@@ -364,11 +462,12 @@ class Registry:
 
     # ---- commit ------------------------------------------------------------------------
 
-    def _stage_blobs(self, commit: TaskCommit) -> _Staged:
-        """Write the commit's blobs (step 1); the blob rows to insert, keyed relative to the
-        store, as column values (each commit attempt builds its own ORM rows)."""
-        mask_bytes, mask_meta = pack_mask(commit.mask)
-        _, owners, _ = split_shared(commit.shared, commit.layer_names)
+    def _stage_blobs(self, commit: TaskCommit, parent: Materialised | None) -> _Staged:
+        """Write the commit's delta and private blobs (step 1); the blob rows to insert, keyed
+        relative to the store, as column values (each commit attempt builds its own rows)."""
+        proposed = _of_commit(commit)
+        delta = delta_of(commit.mask, proposed.weights, parent.mask if parent else None)
+        mask_bytes, mask_meta = pack_mask(delta.mask)
 
         def row(
             kind: str, data: bytes, suffix: str, numel: int, meta: dict[str, Any]
@@ -383,15 +482,29 @@ class Registry:
                 "meta": meta,
             }
 
-        def tensors(kind: str, arrays: Mapping[str, np.ndarray], **meta: Any) -> dict[str, Any]:
-            numel = sum(int(a.size) for a in arrays.values())
-            meta = {"format": "safetensors", "tensors": _tensor_meta(arrays), **meta}
-            return row(kind, encode_arrays(arrays), "safetensors", numel, meta)
-
-        return (
-            row("mask", mask_bytes, "mask", mask_meta["numel"], mask_meta),
-            tensors("private", commit.private),
-            tensors("weights", commit.shared, layers=owner_stats(owners)),
+        private_meta = {"format": "safetensors", "tensors": tensor_meta(commit.private)}
+        values_meta = {
+            "format": "delta",
+            "tensors": tensor_meta(delta.values),
+            "layers": owner_stats(proposed.owners),
+        }
+        return _Staged(
+            mask=row("mask", mask_bytes, "mask", mask_meta["numel"], mask_meta),
+            private=row(
+                "private",
+                encode_arrays(commit.private),
+                "safetensors",
+                sum(int(a.size) for a in commit.private.values()),
+                private_meta,
+            ),
+            values=row(
+                "weights",
+                encode_values(delta.values),
+                "safetensors",
+                sum(int(v.size) for v in delta.values.values()),
+                values_meta,
+            ),
+            taken=delta.mask,
         )
 
     def _claim_head(self, session: Session, commit: TaskCommit) -> ModelVersion | None:
@@ -420,10 +533,15 @@ class Registry:
         head: ModelVersion | None,
         staged: _Staged,
     ) -> None:
-        mask_blob, private_blob, weights_blob = (Blob(**values) for values in staged)
+        mask_blob, private_blob, weights_blob = (Blob(**values) for values in staged.rows())
         seq = (session.scalar(select(func.max(Task.seq))) or 0) + 1
         weights, owners, _ = split_shared(commit.shared, commit.layer_names)
         problems = ownership_problems(commit.mask, weights, owners, seq)
+        problems += [
+            f"layer {name}: weights it takes are not marked as owned by task {seq}"
+            for name, taken in staged.taken.items()
+            if bool((owners[name][taken] != seq).any())
+        ]
         if problems:
             raise ValueError(f"task {commit.name!r} (seq {seq}): " + "; ".join(problems))
         if head is not None:
@@ -486,8 +604,13 @@ class Registry:
         lost database connection is retried for a bounded time (``registry.retry``).
         """
         commit.validate()
-        self._refuse_damage(commit)
-        staged = self._stage_blobs(commit)
+        parent = (
+            None
+            if commit.parent_version_id is None
+            else self.load_version(commit.parent_version_id)
+        )
+        self._refuse_damage(commit, parent)
+        staged = self._stage_blobs(commit, parent)
         with reachable(self.engine):
             retry_connection(
                 lambda attempt: self._commit_once(commit, staged, attempt),
@@ -496,17 +619,18 @@ class Registry:
             )
         return self.get_task(commit.name)
 
-    def _refuse_damage(self, commit: TaskCommit) -> None:
+    def _refuse_damage(self, commit: TaskCommit, parent: Materialised | None) -> None:
         """CommitRefused unless every earlier-owned weight is bit-identical to the parent's
         (the check ``verify`` makes afterwards) and every stored value is finite."""
         problems = commit.nonfinite_problems()
-        if commit.parent_version_id is not None:
-            parent = _VersionState.of_parent(
-                self.load_weights(commit.parent_version_id), commit.layer_names
-            )
-            weights, owners, _ = split_shared(commit.shared, commit.layer_names)
-            new = _VersionState(commit.mask, weights, owners)
-            problems += self._succession_problems(parent, new)
+        if parent is not None:
+            if list(parent.weights) != commit.layer_names:
+                problems.append(
+                    f"the parent version has layers {list(parent.weights)}, "
+                    f"the new one {commit.layer_names}"
+                )
+            else:
+                problems += self._succession_problems(parent, _of_commit(commit))
         if problems:
             more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
             raise CommitRefused(
@@ -540,7 +664,7 @@ class Registry:
             VersionRow.query().where(ModelVersion.id == rows[0].model_version_id)
         )
         found = (rows[0].mask.sha256, rows[0].private.sha256, version and version.weights.sha256)
-        return found == tuple(values["sha256"] for values in staged)
+        return found == tuple(values["sha256"] for values in staged.rows())
 
     def _conflict(self, commit: TaskCommit) -> RegistryError | None:
         head = self.head()
@@ -653,10 +777,10 @@ class Registry:
         """Every integrity problem found (empty when the registry is sound).
 
         Checks: the version chain and single head; every referenced blob present with its
-        hash; masks unpack to their recorded size; each task's mask equals the weights owned
-        at its version and is nested in the next task's; weights handed to each task are
-        disjoint from earlier tasks' and owned weights never change; recorded capacity and
-        per-layer ``free_before`` match the owner maps; summaries decode.
+        hash; masks unpack to their recorded size; the deltas tile the network (each task's
+        weights disjoint from earlier tasks', one value per weight, free weights 0, masks
+        nested, owned weights never change); recorded capacity and per-layer ``free_before``
+        and ``owned`` match the owner maps; summaries decode.
         """
         with self._sessions() as session:
             tasks = session.scalars(
@@ -682,16 +806,13 @@ class Registry:
                 problems.append(f"{where}: {exc}")
                 return None
 
-        previous: _VersionState | None = None
-        claimed: dict[str, np.ndarray] = {}
+        previous: Materialised | None = None
         for task in tasks:
             where = f"task {task.name} (seq {task.seq})"
-            state, task_problems = self._task_state(task, fetch, where)
+            state, task_problems = self._task_state(task, fetch, where, previous, len(tasks))
             task_problems += self._layer_problems(task, state, previous)
             if state is not None and previous is not None:
                 task_problems += self._succession_problems(previous, state)
-            if state is not None:
-                task_problems += self._claim_problems(state, task.seq, claimed)
             problems += [f"{where}: {p}" for p in task_problems]
             previous = state
         for blob in blobs:
@@ -720,13 +841,21 @@ class Registry:
 
     @staticmethod
     def _task_state(
-        task: Task, fetch: Callable[[Blob, str], bytes | None], where: str
-    ) -> tuple[_VersionState | None, list[str]]:
-        """Fetch and decode a task's blobs; check them on their own."""
+        task: Task,
+        fetch: Callable[[Blob, str], bytes | None],
+        where: str,
+        previous: Materialised | None,
+        tasks: int,
+    ) -> tuple[Materialised | None, list[str]]:
+        """Fetch and decode a task's blobs and apply its delta to ``previous`` (the version
+        before it): the deltas must tile the network, weights owned at most once, free ones 0.
+
+        None when the version cannot be rebuilt: here, or at an earlier task (reported there).
+        """
         problems: list[str] = []
         private = fetch(task.private_blob, where)
         mask_bytes = fetch(task.mask_blob, where)
-        shared_bytes = fetch(task.model_version.weights_blob, where)
+        values_bytes = fetch(task.model_version.weights_blob, where)
         try:
             for summary in task.summaries:
                 decode_arrays(summary.data)
@@ -734,36 +863,38 @@ class Registry:
                 decode_arrays(private)
         except BlobCorrupted as exc:
             problems.append(str(exc))
-        if mask_bytes is None or shared_bytes is None:
+        if mask_bytes is None or values_bytes is None or (previous is None and task.seq != 1):
             return None, problems
         mask_blob = task.mask_blob
         if mask_blob.numel != mask_blob.meta.get("numel"):
             problems.append(f"mask row says {mask_blob.numel} weights, its layout another")
         try:
-            mask = unpack_mask(mask_bytes, mask_blob.meta)
-            shared = decode_arrays(shared_bytes)
+            taken = unpack_mask(mask_bytes, mask_blob.meta)
+            values = decode_values(values_bytes, list(taken))
         except BlobCorrupted as exc:
             return None, [*problems, str(exc)]
-        weights, owners, shared_problems = split_shared(shared, list(mask))
-        problems += shared_problems + ownership_problems(mask, weights, owners, task.seq)
-        if task.model_version.weights_blob.meta.get("layers") != owner_stats(owners):
+        shapes = {name: layer.shape for name, layer in taken.items()}
+        state = previous.copy() if previous is not None else Materialised.empty(shapes, tasks)
+        if _layout(state) != list(shapes.items()):
+            return None, [*problems, "layer layout differs from the previous task's"]
+        problems += state.apply(Delta(taken, values), task.seq)
+        problems += ownership_problems(state.mask, state.weights, state.owners, task.seq)
+        if task.model_version.weights_blob.meta.get("layers") != owner_stats(state.owners):
             problems.append("recorded capacity differs from the owner maps")
-        complete = not shared_problems and all(
-            weights[n].shape == owners[n].shape == m.shape for n, m in mask.items()
-        )
-        return (_VersionState(mask, weights, owners) if complete else None), problems
+        return state, problems
 
     @staticmethod
     def _layer_problems(
-        task: Task, state: _VersionState | None, previous: _VersionState | None
+        task: Task, state: Materialised | None, previous: Materialised | None
     ) -> list[str]:
-        """The layer table against the mask, and ``free_before`` against the parent's owners."""
+        """The layer table against the mask; ``free_before`` against the parent's owners and
+        ``owned`` against the weights the task's delta took, exactly."""
         if state is None:
             return []
         layout = [(name, m.size) for name, m in state.mask.items()]
         if [(layer.name, layer.numel) for layer in task.layers] != layout:
             return ["layer table does not match the mask's layers"]
-        if previous is None and task.seq != 1 or previous and previous.layout() != state.layout():
+        if previous is None and task.seq != 1 or previous and _layout(previous) != _layout(state):
             return []  # nothing sound to compare with (reported elsewhere)
         problems = []
         for layer in task.layers:
@@ -776,12 +907,15 @@ class Registry:
                 problems.append(
                     f"layer {layer.name}: free_before {layer.free_before}, owner map says {free}"
                 )
+            owned = int(np.count_nonzero(state.owners[layer.name] == task.seq))
+            if layer.owned != owned:
+                problems.append(f"layer {layer.name}: owned {layer.owned}, its delta takes {owned}")
         return problems
 
     @staticmethod
-    def _succession_problems(previous: _VersionState, state: _VersionState) -> list[str]:
+    def _succession_problems(previous: Materialised, state: Materialised) -> list[str]:
         """Nested masks and untouched owned weights between consecutive tasks."""
-        if previous.layout() != state.layout():
+        if _layout(previous) != _layout(state):
             return ["layer layout differs from the previous task's"]
         problems = []
         for name, mask in state.mask.items():
@@ -803,22 +937,4 @@ class Registry:
                 problems.append(
                     f"layer {name}: {np.count_nonzero(changed)} earlier-owned weights changed"
                 )
-        return problems
-
-    @staticmethod
-    def _claim_problems(
-        state: _VersionState, seq: int, claimed: dict[str, np.ndarray]
-    ) -> list[str]:
-        """New weights of this task (owner == seq) must be disjoint from all earlier ones."""
-        problems = []
-        for name, owner in state.owners.items():
-            new = owner == seq
-            earlier = claimed.get(name)
-            if earlier is not None and earlier.shape == new.shape:
-                overlap = np.count_nonzero(new & earlier)
-                if overlap:
-                    problems.append(f"layer {name}: {overlap} new weights were already owned")
-                claimed[name] = earlier | new
-            else:
-                claimed[name] = new
         return problems

@@ -1,8 +1,10 @@
 """Task inference shared by ``strata predict`` and the Ray Serve replicas.
 
-A ``Predictor`` holds one model version's shared weights once and keeps the private
-parameters of recently used tasks in an LRU cache; switching task only swaps the mask (derived
-from the owner map) and the private state, never re-reads the weights blob. Both the CLI and
+A ``Predictor`` holds one model version's shared weights once, materialised from the stored
+deltas of its tasks (so every task's stored mask is read and hash-checked: a damaged one is
+refused, never served around), and keeps the private parameters of recently used tasks in an
+LRU cache; switching task only swaps the mask (derived from the owner map the stored masks
+built) and the private state, never re-reads the deltas. Both the CLI and
 the server run exactly this code, so their logits agree bit for bit on the same device.
 """
 

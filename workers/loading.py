@@ -1,8 +1,9 @@
 """Moving networks between PyTorch and the registry's numpy arrays.
 
-The registry stores a model version as ``weight.<layer>`` / ``owner.<layer>`` arrays and a
-task's private parameters as a flat dict; these helpers turn them back into a
-``SharedNetwork`` and ``TaskView`` (and the other way round for a commit).
+The registry hands a model version over as ``weight.<layer>`` / ``owner.<layer>`` arrays
+(materialised from the tasks' stored deltas, ``registry.deltas``) and a task's private
+parameters as a flat dict; these helpers turn them back into a ``SharedNetwork`` and
+``TaskView`` (and the other way round for a commit).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def shared_arrays(network: SharedNetwork) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
     for layer, weight in network.weights.items():
         arrays[WEIGHT_PREFIX + layer] = weight.detach().cpu().numpy().astype(np.float32)
-        arrays[OWNER_PREFIX + layer] = network.ownership.owners[layer].numpy().astype(np.int32)
+        arrays[OWNER_PREFIX + layer] = network.ownership.owners[layer].numpy().copy()
     return arrays
 
 

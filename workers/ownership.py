@@ -1,17 +1,27 @@
 """Who owns each shared weight: 0 means free, k means owned by the task with sequence k.
 
-One int32 map per prunable layer is enough to answer every question the method asks:
-the free weights a new task may train, the effective mask of task k (weights owned by tasks
-1…k, so masks are nested by construction) and the capacity left per layer.
+One map per prunable layer is enough to answer every question the method asks: the free
+weights a new task may train, the effective mask of task k (weights owned by tasks 1…k, so
+masks are nested by construction) and the capacity left per layer. Its dtype is the smallest
+integer type that holds the task count (``registry.ownership.owner_dtype``: uint8 up to 255
+tasks, a quarter of an int32 map), since a replica keeps it next to the weights.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from registry.ownership import owner_dtype
+
 FREE = 0
+
+
+def owner_torch_dtype(tasks: int) -> torch.dtype:
+    """``owner_dtype`` as a torch dtype."""
+    return torch.from_numpy(np.zeros(0, owner_dtype(tasks))).dtype
 
 
 @dataclass(frozen=True)
@@ -26,11 +36,13 @@ class Ownership:
     """Per-layer owner maps, in depth order."""
 
     def __init__(self, owners: dict[str, torch.Tensor]) -> None:
-        self.owners = {name: owner.to(torch.int32) for name, owner in owners.items()}
+        last = max((int(owner.max()) for owner in owners.values() if owner.numel()), default=FREE)
+        dtype = owner_torch_dtype(last)
+        self.owners = {name: owner.to(dtype) for name, owner in owners.items()}
 
     @classmethod
     def all_free(cls, shapes: dict[str, torch.Size]) -> Ownership:
-        return cls({name: torch.zeros(shape, dtype=torch.int32) for name, shape in shapes.items()})
+        return cls({name: torch.zeros(shape, dtype=torch.uint8) for name, shape in shapes.items()})
 
     @property
     def layers(self) -> list[str]:
@@ -52,15 +64,16 @@ class Ownership:
 
     def assign(self, seq: int, weights: dict[str, torch.Tensor]) -> Ownership:
         """A new map where the free positions in ``weights`` (bool masks) belong to ``seq``."""
+        dtype = owner_torch_dtype(max(seq, self.last_seq))
         updated = {}
         for name, owner in self.owners.items():
             take = weights.get(name)
             if take is None:
-                updated[name] = owner.clone()
+                updated[name] = owner.to(dtype, copy=True)
                 continue
             if bool((take & (owner != FREE)).any()):
                 raise ValueError(f"{name}: task {seq} would take weights another task owns")
-            updated[name] = torch.where(take, torch.tensor(seq, dtype=torch.int32), owner)
+            updated[name] = torch.where(take, torch.tensor(seq, dtype=dtype), owner.to(dtype))
         return Ownership(updated)
 
     def capacity(self) -> list[LayerCapacity]:

@@ -18,7 +18,13 @@ def test_empty_registry_queries(strata):
     assert strata("init").code == 0
     assert strata("tasks", "--json").json() == []
     capacity = strata("capacity", "--json").json()
-    assert capacity == {"layers": [], "free_fraction": 1.0}
+    assert capacity == {
+        "layers": [],
+        "free_fraction": 1.0,
+        "dense_bytes": 0,
+        "stored_bytes": 0,
+        "tasks": [],
+    }
     assert strata("verify", "--json").json() == {"ok": True, "problems": []}
     assert strata("jobs", "--json").json() == []
     assert strata("gc", "--delete", "--json").json() == {"orphans": [], "bytes": 0, "deleted": []}

@@ -71,12 +71,18 @@ def test_show_json(registered):
     assert set(shown["mask"]) >= {"sha256", "uri", "numel", "bytes"}
     assert shown["mask"]["bytes"] == -(-shown["mask"]["numel"] // 8)  # 1 bit per weight
     assert shown["similarities"][0]["task"] == "low"
+    stored = shown["stored"]  # what its commit stored: the delta and the private parameters
+    assert stored["mask"] == shown["mask"]["bytes"]
+    assert stored["bytes"] == stored["mask"] + stored["values"] + stored["private"]
 
 
 def test_capacity_verify_jobs_json(registered):
     capacity = registered("capacity", "--json").json()
     assert 0 < capacity["free_fraction"] < 1
     assert set(capacity["layers"][0]) >= {"name", "numel", "free", "owned"}
+    assert capacity["dense_bytes"] == 4 * sum(layer["numel"] for layer in capacity["layers"])
+    assert [t["name"] for t in capacity["tasks"]] == ["low", "high"]
+    assert capacity["stored_bytes"] == sum(t["bytes"] for t in capacity["tasks"])
     assert registered("verify", "--json").json() == {"ok": True, "problems": []}
     jobs = registered("jobs", "--json").json()
     assert [job["state"] for job in jobs] == ["succeeded", "succeeded"]

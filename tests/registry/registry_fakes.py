@@ -13,7 +13,7 @@ from sqlalchemy import Engine, select, text
 from registry.commit import LayerStats, TaskCommit
 from registry.errors import HeadMoved
 from registry.models import Base
-from registry.ownership import OWNER_DTYPE, OWNER_PREFIX, WEIGHT_PREFIX
+from registry.ownership import OWNER_PREFIX, WEIGHT_PREFIX, owner_dtype
 from registry.store import Registry
 
 # Odd sizes on purpose: 4*3*3*3 + 5*7 = 143 weights -> 18 mask bytes.
@@ -39,7 +39,7 @@ def make_commit(
     if head is None:
         seq = 1
         weights = {n: np.zeros(s, np.float32) for n, s in LAYER_SHAPES.items()}
-        owners = {n: np.zeros(s, OWNER_DTYPE) for n, s in LAYER_SHAPES.items()}
+        owners = {n: np.zeros(s, owner_dtype(1)) for n, s in LAYER_SHAPES.items()}
     else:
         tasks = registry.list_tasks()
         seq = len(tasks) + 1

@@ -32,7 +32,13 @@ def _assert_arrays_equal(actual: dict[str, np.ndarray], expected: dict[str, np.n
 
 def test_full_commit_round_trips(registry: Registry) -> None:
     assert registry.head() is None and registry.list_tasks() == []
-    assert registry.capacity() == {"layers": [], "free_fraction": 1.0}
+    assert registry.capacity() == {
+        "layers": [],
+        "free_fraction": 1.0,
+        "dense_bytes": 0,
+        "stored_bytes": 0,
+        "tasks": [],
+    }
 
     first = make_commit(registry, "t1", seed=1)
     row1 = registry.commit_task(first)
@@ -74,6 +80,11 @@ def test_full_commit_round_trips(registry: Registry) -> None:
     ]
     free = sum(int((o == 0).sum()) for o in owners.values())
     assert capacity["free_fraction"] == pytest.approx(free / 143)
+    assert capacity["dense_bytes"] == 143 * 4
+    stored = capacity["tasks"]
+    assert [(t["name"], t["seq"]) for t in stored] == [("t1", 1), ("t2", 2)]
+    assert [t["mask"] for t in stored] == [18, 18]  # 1 bit per weight per task
+    assert capacity["stored_bytes"] == sum(t["mask"] + t["values"] + t["private"] for t in stored)
 
     listed = json.loads(json.dumps([t.to_dict() for t in registry.list_tasks()]))
     required = {"name", "seq", "status", "rate", "val_accuracy", "reference_task", "reference_jsd"}

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from registry_fakes import make_commit, snapshot
+from revision_0002 import rewrite_as_revision_0002
 from sqlalchemy import select, update
 
 from registry import db
@@ -121,34 +122,41 @@ def test_references_outside_the_store_are_refused(tmp_path: Path) -> None:
 # ---- migration 0002 --------------------------------------------------------------------------
 
 
-def _registry_at_0001(url: str, store_uri: str) -> Registry:
-    """A registry as revision 0001 left it: absolute URIs in every blob row."""
+def _registry_at_0001(url: str, store_uri: str) -> tuple[Registry, dict[str, Arrays]]:
+    """A registry as revision 0001 left it: full version blobs and absolute URIs in every
+    blob row; and its contents as the current code serves them."""
     db.upgrade(url, "0001")
     registry = Registry(db.make_engine(url), BlobStore(store_uri))  # 0001 has the same tables
-    _two_tasks(registry)
+    commits = []
+    for seed, name in enumerate(("t1", "t2"), start=1):
+        commits.append(make_commit(registry, name, seed=seed))
+        registry.commit_task(commits[-1])
+    contents = _contents(registry)
+    rewrite_as_revision_0002(registry, commits)
     with registry.engine.begin() as conn:
         conn.execute(update(Blob).values(uri=registry.blobs.uri + "/" + Blob.uri))
     assert all(ref.startswith("file:///") for ref in _references(registry))
-    return registry
+    return registry, contents
 
 
 def test_migration_rewrites_absolute_uris_to_keys(empty_url: str, store_uri: str) -> None:
-    old = _registry_at_0001(empty_url, store_uri)
-    expected = _contents(old)
+    old, expected = _registry_at_0001(empty_url, store_uri)
     absolute = _references(old)
     old.close()
 
-    db.upgrade(empty_url)
+    db.upgrade(empty_url, "0002")
+    keys = _references(Registry(db.make_engine(empty_url), BlobStore(store_uri)))
+    assert keys == [ref.removeprefix(BlobStore(store_uri).uri + "/") for ref in absolute]
+    assert all(key.count("/") == 1 and "://" not in key for key in keys)
+    db.upgrade(empty_url, store_uri=store_uri)  # 0003: full versions become deltas
     with Registry.open(empty_url, store_uri) as registry:
-        keys = _references(registry)
-        assert keys == [ref.removeprefix(registry.blobs.uri + "/") for ref in absolute]
-        assert all(key.count("/") == 1 and "://" not in key for key in keys)
         _assert_same(_contents(registry), expected)
+        collect_garbage(registry, min_age_s=0, delete=True)  # the replaced full versions
         _assert_sound_and_collected(registry, Path(store_uri))
 
 
 def test_migration_refuses_a_row_it_cannot_read(empty_url: str, store_uri: str) -> None:
-    old = _registry_at_0001(empty_url, store_uri)
+    old, _ = _registry_at_0001(empty_url, store_uri)
     with old.engine.begin() as conn:
         conn.execute(update(Blob).where(Blob.id == 1).values(uri="file:///tmp/not-a-blob.bin"))
     before = snapshot(old.engine)
@@ -158,9 +166,11 @@ def test_migration_refuses_a_row_it_cannot_read(empty_url: str, store_uri: str) 
     old.close()
 
 
-def test_downgrade_below_keys_is_refused_while_blobs_exist(registry: Registry, db_url: str) -> None:
+def test_downgrade_below_keys_is_refused_while_blobs_exist(
+    registry: Registry, db_url: str, store_uri: str
+) -> None:
     registry.commit_task(make_commit(registry, "t1"))
     before = snapshot(registry.engine)
     with pytest.raises(RegistryError, match="cannot downgrade below revision 0002"):
-        db.downgrade(db_url, "0001")
+        db.downgrade(db_url, "0001", store_uri=store_uri)
     assert snapshot(registry.engine) == before

@@ -5,9 +5,11 @@ import pytest
 from registry_fakes import make_commit
 from sqlalchemy import select, update
 
-from registry.codecs import encode_arrays, pack_mask
-from registry.models import Blob
-from registry.ownership import OWNER_PREFIX
+from registry.codecs import pack_mask, unpack_mask
+from registry.deltas import decode_values, encode_values
+from registry.errors import BlobCorrupted
+from registry.models import Blob, ModelVersion, Task, TaskLayer
+from registry.records import VersionRow
 from registry.store import Registry
 
 
@@ -56,28 +58,62 @@ def test_corrupted_blob(three_tasks: Registry) -> None:
     assert any("task t1 (seq 1)" in p and "corrupted" in p for p in problems)
 
 
-def test_masks_not_nested(three_tasks: Registry) -> None:
-    mask = three_tasks.load_mask("t2")
-    owned_by_t1 = np.flatnonzero(three_tasks.load_mask("t1")["fc"])[0]
-    mask["fc"].ravel()[owned_by_t1] = False
-    data, meta = pack_mask(mask)
-    _repoint(three_tasks, three_tasks.get_task("t2").mask.id, data, "mask", meta=meta)
-    problems = three_tasks.verify()
-    assert any("task t2" in p and "not nested" in p for p in problems), problems
-    assert any("task t2" in p and "mask disagrees with the owner map" in p for p in problems)
+def _tamper_delta(registry: Registry, task: str, layer: str, index: int, value: float) -> None:
+    """Point ``task``'s delta at a mask that also takes flat ``index`` of ``layer``, with
+    ``value`` at its place in the values (or that drops it, if it took it)."""
+    row = registry.get_task(task)
+    with registry.engine.connect() as conn:
+        meta = conn.scalar(select(Blob.meta).where(Blob.id == row.mask.id))
+    taken = unpack_mask(registry.read_blob(row.mask), meta)
+    version = registry._version(VersionRow.query().where(ModelVersion.id == row.model_version_id))
+    values = decode_values(registry.read_blob(version.weights), list(taken))
+    flat = taken[layer].ravel()
+    place = int(np.count_nonzero(flat[:index]))
+    if flat[index]:
+        values[layer] = np.delete(values[layer], place)
+    else:
+        values[layer] = np.insert(values[layer], place, np.float32(value))
+    flat[index] = not flat[index]
+    data, meta = pack_mask(taken)
+    _repoint(registry, row.mask.id, data, "mask", meta=meta)
+    _repoint(registry, version.weights.id, encode_values(values), "safetensors")
 
 
-def test_new_weights_overlap_an_earlier_task(three_tasks: Registry) -> None:
-    """t3's version hands t3 a weight that t1 owns: the double allocation CAS prevents."""
-    t3 = three_tasks.get_task("t3")
-    shared = three_tasks.load_weights(t3.model_version_id)
-    owners = shared[OWNER_PREFIX + "conv1"]
-    owners.ravel()[np.flatnonzero(owners == 1)[0]] = 3
-    weights_blob = three_tasks.head().weights  # type: ignore[union-attr]
-    _repoint(three_tasks, weights_blob.id, encode_arrays(shared), "safetensors")
+def test_delta_takes_an_earlier_tasks_weight(three_tasks: Registry) -> None:
+    """t3's delta hands t3 a weight that t1 owns: the double allocation CAS prevents."""
+    owners = three_tasks.load_version(three_tasks.get_task("t1").model_version_id).owners
+    owned_by_t1 = int(np.flatnonzero(owners["conv1"] == 1)[0])
+    _tamper_delta(three_tasks, "t3", "conv1", owned_by_t1, 123.0)
     problems = three_tasks.verify()
-    assert any("task t3" in p and "already owned" in p for p in problems), problems
+    assert any("task t3" in p and "1 new weights were already owned" in p for p in problems)
     assert any("task t3" in p and "earlier-owned weights changed" in p for p in problems)
+    with pytest.raises(BlobCorrupted, match=r"task 't3' \(seq 3\) does not fit.*already owned"):
+        three_tasks.load_weights()
+
+
+def test_delta_values_must_match_its_mask(three_tasks: Registry) -> None:
+    """A mask that takes one weight more than the values blob holds is refused, per layer."""
+    row = three_tasks.get_task("t2")
+    with three_tasks.engine.connect() as conn:
+        meta = conn.scalar(select(Blob.meta).where(Blob.id == row.mask.id))
+    taken = unpack_mask(three_tasks.read_blob(row.mask), meta)
+    taken["fc"].ravel()[np.flatnonzero(~taken["fc"].ravel())[0]] = True
+    data, meta = pack_mask(taken)
+    _repoint(three_tasks, row.mask.id, data, "mask", meta=meta)
+    problems = three_tasks.verify()
+    assert any("task t2" in p and "layer fc" in p and "values for" in p for p in problems)
+    assert any("task t2" in p and "layer fc: owned" in p for p in problems), problems
+
+
+def test_new_weights_are_counted_exactly(three_tasks: Registry) -> None:
+    with three_tasks.engine.begin() as conn:
+        conn.execute(
+            update(TaskLayer)
+            .where(TaskLayer.task_id == select(Task.id).where(Task.name == "t2").scalar_subquery())
+            .where(TaskLayer.name == "conv1")
+            .values(owned=TaskLayer.owned + 1)
+        )
+    assert any("task t2" in p and "layer conv1: owned" in p for p in three_tasks.verify())
 
 
 def test_recorded_capacity_must_match(three_tasks: Registry) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import shutil
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,7 @@ from ray.serve import Application
 
 from orchestrator.location import RegistryLocation
 from registry import db
-from registry.errors import TaskNotFound
+from registry.errors import BlobCorrupted, BlobMissing, TaskNotFound
 from registry.store import Registry
 from tests.serving.serving_support import npy_claiming, resident_bytes
 from workers.data import as_images, read_image, scaled_images
@@ -246,6 +247,37 @@ def test_a_pinned_version_serves_only_its_tasks(served_location: RegistryLocatio
             pinned.view(registry.list_tasks()[1].name)
         with pytest.raises(TaskNotFound):
             pinned.view("nope")
+
+
+def test_the_owner_map_is_one_byte_per_weight(predictor: Predictor) -> None:
+    """Fewer than 256 tasks: uint8 owners, a quarter of the float32 weights' bytes."""
+    owners = predictor.network.ownership.owners
+    assert {owner.dtype for owner in owners.values()} == {torch.uint8}
+    weights = sum(w.numel() * w.element_size() for w in predictor.network.weights.values())
+    assert sum(o.numel() * o.element_size() for o in owners.values()) * 4 == weights
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "missing"])
+def test_a_damaged_mask_blob_is_refused(
+    served_location: RegistryLocation, tmp_path: Path, damage: str
+) -> None:
+    """Views are built from the stored masks: a damaged one is one clear error, never logits
+    (predict, the Serve replicas and ``auto`` all build this Predictor)."""
+    root = Path(served_location.db_url.removeprefix("sqlite:///")).parent
+    shutil.copytree(root, tmp_path / "copy")
+    copy = RegistryLocation.resolve(
+        f"sqlite:///{tmp_path / 'copy' / 'registry.db'}", str(tmp_path / "copy" / "blobs")
+    )
+    with Registry.open(copy.db_url, copy.store_uri) as registry:
+        task = registry.list_tasks()[1]
+        mask_file = Path(registry.blobs.uri_of(task.mask.key).removeprefix("file://"))
+        if damage == "missing":
+            mask_file.unlink()
+        else:
+            mask_file.write_bytes(b"\xff" + mask_file.read_bytes()[1:])
+        error = BlobMissing if damage == "missing" else BlobCorrupted
+        with pytest.raises(error, match=rf"delta of task '{task.name}' \(seq 2\) is unusable"):
+            Predictor(registry)
 
 
 # ---- the pixel budget and the error documents ------------------------------------------------

@@ -1,0 +1,155 @@
+"""Registry storage with deltas against revision 0002's full version blobs, in the same run.
+
+Trains tiny tasks into a temporary registry (deltas: each commit stores the values of the
+weights its task took and a 1-bit mask of them), copies it and downgrades the copy to
+revision 0002 (one blob per version of every weight as float32 plus an int32 owner map,
+and each task's effective mask), then reports:
+
+- stored bytes after 1, 5 and 10 tasks ÷ one dense float32 network (every prunable weight
+  as float32), with and without the tasks' private parameters (biases, norms, heads);
+- the time to load the head version into a ``SharedNetwork`` (deltas: materialise them;
+  0002: read and decode one full blob, as that code's ``load_weights`` did);
+- the task-switch time of a replica's ``Predictor`` (``view(task).tensors()``, every task
+  loaded) with uint8 owner maps against 0002's int32 maps;
+- the tensor bytes of a replica holding every task ÷ one dense float32 network.
+Targets: stored ≤ 1 + N/32 + 0.05 at N = 10 (private parameters aside); load and switch no
+slower than 0002; resident ≤ 1.2.
+
+Run from the repository root:
+    .venv/bin/python -m benchmarks.storage [--tasks 10] [--width 0.0625] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from benchmarks.task_switch import median_ms
+from orchestrator.location import RegistryLocation
+from registry import db
+from registry.blobstore import BlobStore
+from registry.codecs import decode_arrays
+from registry.store import Registry
+from tests.registries import build_registry
+from tests.serving.serving_support import resident_bytes
+from tests.synthetic import synthetic_task
+from workers.backbone import BackboneConfig
+from workers.inference import Predictor
+from workers.loading import backbone_of, load_network, network_from_arrays
+from workers.network import SharedNetwork
+
+CHECKPOINTS = (1, 5, 10)
+
+
+def location_in(folder: Path) -> RegistryLocation:
+    return RegistryLocation.resolve(f"sqlite:///{folder / 'registry.db'}", str(folder / "blobs"))
+
+
+def stored_after(registry: Registry, dense: int, tasks: int) -> dict[str, float]:
+    """Bytes the first ``tasks`` commits stored ÷ ``dense``, with and without private ones."""
+    rows = registry.stored_bytes()[:tasks]
+    shared = sum(row["mask"] + row["values"] for row in rows)
+    return {
+        "shared": round(shared / dense, 4),
+        "with_private": round(sum(row["bytes"] for row in rows) / dense, 4),
+    }
+
+
+def load_full_version(registry: Registry) -> SharedNetwork:
+    """Revision 0002's load: one blob of every weight and an int32 owner map, decoded."""
+    config = backbone_of(registry)
+    assert config is not None and (head := registry.head()) is not None
+    network = network_from_arrays(config, decode_arrays(registry.read_blob(head.weights)))
+    return with_int32_owners(network)
+
+
+def with_int32_owners(network: SharedNetwork) -> SharedNetwork:
+    """The owner maps as 0002's code held them in a replica (int32)."""
+    owners = network.ownership.owners
+    network.ownership.owners = {name: owner.to(torch.int32) for name, owner in owners.items()}
+    return network
+
+
+def switch_ms(predictor: Predictor, names: list[str], repeat: int) -> float:
+    cycle = itertools.cycle(names)
+    return median_ms(lambda _: predictor.view(next(cycle)).tensors(), repeat)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tasks", type=int, default=10)
+    parser.add_argument("--width", type=float, default=1 / 16)
+    parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=1, help="1, as in a Serve replica")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    config = BackboneConfig(width=args.width, input_size=32, in_channels=1)
+    names = [f"task{i}" for i in range(args.tasks)]
+    with tempfile.TemporaryDirectory() as root:
+        deltas, full = location_in(Path(root) / "deltas"), location_in(Path(root) / "full")
+        tasks = [(name, synthetic_task(seed)) for seed, name in enumerate(names)]
+        build_registry(deltas.db_url, deltas.store_uri, tasks, config)
+        shutil.copytree(Path(root) / "deltas", Path(root) / "full")
+        db.downgrade(full.db_url, "0002", store_uri=full.store_uri)
+
+        with (
+            Registry.open(deltas.db_url, deltas.store_uri) as new,
+            Registry(db.make_engine(full.db_url), BlobStore(full.store_uri)) as old,
+        ):
+            network = load_network(new)
+            dense = sum(weight.numel() * 4 for weight in network.weights.values())
+            checkpoints = [n for n in CHECKPOINTS if n <= args.tasks]
+            stored = {n: stored_after(new, dense, n) for n in checkpoints}
+            stored_full = {n: stored_after(old, dense, n) for n in checkpoints}
+
+            load_ms = median_ms(lambda _: load_network(new), args.repeat)
+            load_full_ms = median_ms(lambda _: load_full_version(old), args.repeat)
+            assert all(
+                torch.equal(network.weights[n], w)
+                for n, w in load_full_version(old).weights.items()
+            ), "the two layouts disagree"
+
+            predictor = Predictor(new, max_tasks=len(names))
+            predictor_full = Predictor(new, max_tasks=len(names))
+            predictor_full.network = load_full_version(old)
+            for name in names:
+                predictor.view(name)
+                predictor_full.view(name)
+            switch = switch_ms(predictor, names, args.repeat)
+            switch_full = switch_ms(predictor_full, names, args.repeat)
+            resident, resident_full = resident_bytes(predictor), resident_bytes(predictor_full)
+
+    target = 1 + args.tasks / 32 + 0.05
+    print(
+        json.dumps(
+            {
+                "benchmark": "storage",
+                "tasks": args.tasks,
+                "width": args.width,
+                "torch_threads": torch.get_num_threads(),
+                "dense_float32_bytes": dense,
+                "stored_vs_dense": {str(n): stored[n] for n in checkpoints},
+                "stored_vs_dense_0002": {str(n): stored_full[n] for n in checkpoints},
+                "target_stored_vs_dense": round(target, 4),
+                "load_version_ms": round(load_ms, 3),
+                "load_version_0002_ms": round(load_full_ms, 3),
+                "switch_ms": round(switch, 4),
+                "switch_0002_ms": round(switch_full, 4),
+                "resident_vs_dense": round(resident / dense, 4),
+                "resident_vs_dense_0002": round(resident_full / dense, 4),
+                "target_resident_vs_dense": 1.2,
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
