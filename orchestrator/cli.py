@@ -260,14 +260,14 @@ def capacity(ctx: typer.Context, as_json: JsonFlag = False) -> None:
 
 @app.command()
 def jobs(ctx: typer.Context, as_json: JsonFlag = False) -> None:
-    """Add-task jobs and their states."""
+    """Add-task jobs: state (lost: silent 6 heartbeats), last sign of life, progress."""
     with ctx.obj.registry() as registry:
         rows = registry.list_jobs()
     if as_json:
         emit([job.to_dict() for job in rows])
         return
     table(
-        "jobs (beat: last sign of life; --json has every field)",
+        "jobs",
         ["id", "task", "state", "beat", "progress", "error"],
         [
             [
