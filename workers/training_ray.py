@@ -15,7 +15,7 @@ import numpy as np
 import ray
 import torch
 
-from registry.liveness import Heartbeat, tolerant
+from registry.liveness import tolerant
 from registry.store import Registry
 from workers.method import TaskOutcome, learn_task
 from workers.network import PrivateParams, SharedNetwork, TaskView
@@ -25,11 +25,10 @@ from workers.training import EpochReport, TrainConfig
 
 @dataclass(frozen=True)
 class JobHeartbeat:
-    """Where the training task records liveness and per-epoch progress: the job's row.
+    """Where the training task records per-epoch progress: the job's row.
 
-    It beats every ``registry.liveness.heartbeat_interval()`` seconds however long an epoch
-    takes, so a live job is never taken for lost; a failed write (a short database outage)
-    is logged and retried by the next beat, never fatal to the training.
+    Liveness is the driver's (``orchestrator.pipeline`` beats for the whole job); a failed
+    progress write (a short database outage) is logged, never fatal to the training.
     """
 
     db_url: str
@@ -38,7 +37,7 @@ class JobHeartbeat:
 
     @contextmanager
     def reporting(self) -> Iterator[Callable[[EpochReport], None]]:
-        """Beat while the block runs; yields the per-epoch progress reporter."""
+        """The per-epoch progress reporter, on a registry open while the block runs."""
         where = {"pid": os.getpid(), "node": ray.get_runtime_context().get_node_id()}
         with Registry.open(self.db_url, self.store_uri) as registry:
             beat = tolerant(registry.heartbeat)
@@ -46,8 +45,7 @@ class JobHeartbeat:
             def report(epoch: EpochReport) -> None:
                 beat(self.job_id, {**asdict(epoch), **where})
 
-            with Heartbeat(lambda: registry.heartbeat(self.job_id)):
-                yield report
+            yield report
 
 
 @dataclass
