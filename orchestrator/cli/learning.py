@@ -47,7 +47,7 @@ def add_task_command(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Unique task name.")],
     data: Annotated[
-        str, typer.Option("--data", help="npz:PATH, imagefolder:PATH or builtin:NAME?opt=…")
+        str, typer.Option("--data", help="npz:PATH, imagefolder:PATH, wds:PATTERN or builtin:NAME?…")
     ],
     backbone: Annotated[
         str,
