@@ -301,6 +301,7 @@ def _commit(
             "device": trained.device,
             "node": trained.node,
             "options": asdict(prepared.options),
+            "eval_crop": prepared.data is not None and prepared.data.eval_crop,
         },
         class_names=_class_names(prepared, outputs),
     )

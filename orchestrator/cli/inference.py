@@ -43,7 +43,7 @@ def predict(
             from workers.inference import Predictor, read_inputs
 
         predictor = Predictor(registry)
-        inputs, batch = read_inputs(files, predictor)
+        inputs, batch = read_inputs(files, predictor, name)
         document = predictor.predict(name, batch).to_dict(inputs)
     if as_json:
         emit(document)

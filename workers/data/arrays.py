@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchvision.transforms.v2 import functional as tvf
 
 from base.errors import DataError
 from workers.data.checks import MAX_CLASSES, check_image_size, label_summary, label_text
@@ -132,11 +133,13 @@ def scaled_images(pixels: np.ndarray) -> Tensor:
     return torch.from_numpy(scale_pixels({"x": pixels})["x"])
 
 
-def fit_images(x: Tensor, image_size: int, channels: int) -> Tensor:
+def fit_images(x: Tensor, image_size: int, channels: int, *, crop: bool = False) -> Tensor:
     """Resize float images (N, C, H, W) in [0, 1] to ``image_size``² and ``channels`` (1 or 3).
 
-    Grey → RGB repeats the channel, RGB → grey takes the mean. Returns ``x`` itself when it
-    already fits.
+    Grey → RGB repeats the channel, RGB → grey takes the mean. Without ``crop`` the image is
+    stretched to the square; with it (evaluation of RGB photo tasks), torchvision's eval
+    transform: the shorter side resized to ``image_size`` (aspect kept), then a center crop.
+    A square image gets the same pixels either way. Returns ``x`` itself when it already fits.
     """
     check_image_size(image_size)
     n, c, h, w = x.shape
@@ -150,7 +153,9 @@ def fit_images(x: Tensor, image_size: int, channels: int) -> Tensor:
         chunk = x[start : start + step].float()
         if c == 3 and channels == 1:
             chunk = chunk.mean(dim=1, keepdim=True)  # before resizing: a third of the work
-        if (h, w) != (image_size, image_size):
+        if crop and h != w:
+            chunk = _resize_center_crop(chunk, image_size)
+        elif (h, w) != (image_size, image_size):
             chunk = F.interpolate(
                 chunk,
                 size=(image_size, image_size),
@@ -160,3 +165,9 @@ def fit_images(x: Tensor, image_size: int, channels: int) -> Tensor:
             ).clamp_(0.0, 1.0)
         out[start : start + len(chunk)] = chunk  # broadcasts grey into 3 channels
     return out
+
+
+def _resize_center_crop(x: Tensor, size: int) -> Tensor:
+    """torchvision's ``Resize(size)`` + ``CenterCrop(size)``, bilinear and antialiased."""
+    resized = tvf.resize(x, [size], interpolation=tvf.InterpolationMode.BILINEAR, antialias=True)
+    return tvf.center_crop(resized, [size, size]).clamp_(0.0, 1.0)

@@ -102,7 +102,7 @@ def load_imagefolder(spec: DataSpec, image_size: int, channels: int) -> Splits:
     for split, entries in layout.splits.items():
         images = FolderImages(
             tuple(str(path) for path, _ in entries), mode, image_size, channels,
-            augment=augment and split == "train",
+            augment=augment and split == "train", crop=mode == "RGB",
         )  # fmt: skip
         parts[split] = (images, torch.tensor([label for _, label in entries], dtype=torch.long))
     return Splits(

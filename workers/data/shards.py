@@ -208,7 +208,7 @@ def load_shards(spec: DataSpec, image_size: int, channels: int) -> Splits:
     mode, _ = _mode_and_size(index.members)
     images = FolderImages(
         tuple(index.members), mode, image_size, channels,
-        augment=augment_option(spec, default=mode == "RGB"),
+        augment=augment_option(spec, default=mode == "RGB"), crop=mode == "RGB",
     )  # fmt: skip
     return Splits(
         train=(images, torch.tensor(index.labels, dtype=torch.long)),

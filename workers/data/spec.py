@@ -10,7 +10,7 @@ from torch import Tensor
 
 from base.errors import DataError
 from workers.data.builtin import parse_options
-from workers.data.stream import StreamedImages
+from workers.data.stream import FolderImages, StreamedImages
 
 # Pixels of a split: in memory, or read a batch at a time (image files, mapped arrays).
 Images = Tensor | StreamedImages
@@ -57,6 +57,12 @@ class TaskData:
     spec: str
     name: str
     class_names: tuple[str, ...] = field(default=())
+
+    @property
+    def eval_crop(self) -> bool:
+        """Whether evaluation center-crops (RGB photos) rather than stretches: recorded with
+        the task (``extra["eval_crop"]``) so that serving fits inputs the same way."""
+        return isinstance(self.x_val, FolderImages) and self.x_val.crop
 
     def __repr__(self) -> str:
         sizes = f"train={len(self.y_train)}, val={len(self.y_val)}, test={len(self.y_test)}"

@@ -64,8 +64,8 @@ class Member(Protocol):
 @dataclass(frozen=True, eq=False)
 class FolderImages(StreamedImages):
     """Encoded images: file paths or :class:`Member` s. ``augment`` only applies to the view
-    :meth:`training` returns (random resized crop + horizontal flip), evaluation always sees
-    the plain fit."""
+    :meth:`training` returns (random resized crop + horizontal flip); otherwise images are
+    fitted by ``fit_images``, center-cropped when ``crop`` (RGB photos) else stretched."""
 
     paths: tuple[str | Member, ...]
     mode: str  # "L" or "RGB": how every file is decoded
@@ -73,6 +73,7 @@ class FolderImages(StreamedImages):
     channels: int
     augment: bool = False
     augmenting: bool = False
+    crop: bool = False
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -97,7 +98,7 @@ class FolderImages(StreamedImages):
         tensor = tensor[None] if self.mode == "L" else tensor.permute(2, 0, 1)
         if self.augmenting:
             tensor = _augmented(tensor, self.size)
-        return fit_images(tensor[None], self.size, self.channels)[0]
+        return fit_images(tensor[None], self.size, self.channels, crop=self.crop)[0]
 
 
 def _augmented(image: Tensor, size: int) -> Tensor:

@@ -88,15 +88,16 @@ class TaskModels:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
 
-    def _batch(self, arrays: list[np.ndarray]) -> torch.Tensor:
+    def _batch(self, arrays: list[np.ndarray], task: str) -> torch.Tensor:
         """Scale and fit each part of checked pixels, then stack: the steps of ``read_inputs``."""
-        return torch.cat([self.predictor.fit(scaled_images(a)) for a in arrays])
+        return torch.cat([self.predictor.fit(scaled_images(a), task) for a in arrays])
 
     def _task_logits(self, task: str, view: TaskView, arrays: list[np.ndarray]) -> Prediction:
-        return Prediction(task, view.logits(self._batch(arrays)), class_names=view.class_names)
+        batch = self._batch(arrays, task)
+        return Prediction(task, view.logits(batch), class_names=view.class_names)
 
     def _auto(self, arrays: list[np.ndarray]) -> Prediction:
-        return self.predictor.predict(AUTO, self._batch(arrays))
+        return self.predictor.predict(AUTO, self._batch(arrays, AUTO))
 
     async def predict(self, arrays: list[np.ndarray]) -> Prediction:
         """Logits of the task named by the request's multiplexed model id."""

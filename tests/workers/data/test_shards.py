@@ -16,7 +16,7 @@ from PIL import Image
 
 from base.errors import DataError
 from tests.registry.test_registry_blobstore import bucket, moto_endpoint  # noqa: F401
-from workers.data import load_data, peek_spec
+from workers.data import fit_images, load_data, peek_spec
 from workers.data.shards import expand_braces
 from workers.data.stream import FolderImages
 
@@ -82,11 +82,8 @@ def test_local_shards_stream_decoded_images_with_their_labels(tmp_path):
     member = data.x_train.paths[0]
     pixels = np.asarray(Image.open(member.open()), np.float32) / np.float32(255)
     assert member.name.endswith(".png") and data.x_train[[0]].shape == (1, 3, SIZE, SIZE)
-    expected = torch.nn.functional.interpolate(
-        torch.from_numpy(pixels).permute(2, 0, 1)[None], size=(SIZE, SIZE), mode="bilinear",
-        antialias=True,
-    ).clamp(0, 1)  # fmt: skip
-    assert torch.equal(data.x_train[[0]], expected)
+    expected = fit_images(torch.from_numpy(pixels).permute(2, 0, 1)[None], SIZE, 3, crop=True)
+    assert data.eval_crop and torch.equal(data.x_train[[0]], expected)
 
 
 def test_a_sample_without_label_is_one_error(tmp_path):
