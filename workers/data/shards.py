@@ -133,7 +133,7 @@ def _shard_samples(url: str, options: tuple) -> list[tuple[TarMember, int]]:
                 stem, _, extension = base.partition(".")
                 key = posixpath.join(folder, stem)
                 if extension.lower() == "cls":
-                    labels[key] = _label(tar.extractfile(member).read(), url, key)
+                    labels[key] = _label(tar.extractfile(member).read(64), url, key)
                 elif "." + extension.lower() in IMAGE_EXTENSIONS:
                     images[key] = TarMember(url, member.name, member.offset_data, member.size,
                                             options)  # fmt: skip
@@ -141,16 +141,19 @@ def _shard_samples(url: str, options: tuple) -> list[tuple[TarMember, int]]:
         raise DataError(f"shard not found: {url}") from None
     except (OSError, tarfile.TarError, ValueError) as exc:
         raise DataError(f"cannot read shard {url}: {first_line(exc)}") from None
-    for key in images.keys() - labels.keys():
-        raise DataError(f"shard {url}: sample {key!r} has no .cls label; every sample needs one")
-    for key in labels.keys() - images.keys():
-        raise DataError(f"shard {url}: sample {key!r} has a label but no image")
+    unlabelled, imageless = sorted(images.keys() - labels), sorted(labels.keys() - images)
+    if unlabelled:
+        raise DataError(
+            f"shard {url}: sample {unlabelled[0]!r} has no .cls label; every sample needs one"
+        )
+    if imageless:
+        raise DataError(f"shard {url}: sample {imageless[0]!r} has a label but no image")
     return [(images[key], labels[key]) for key in images]
 
 
 def _label(raw: bytes, url: str, key: str) -> int:
     text = raw.decode("utf-8", errors="replace").strip()
-    if not text.isdigit() or int(text) >= MAX_CLASSES:
+    if not (text.isascii() and text.isdigit()) or int(text) >= MAX_CLASSES:
         raise DataError(
             f"shard {url}: sample {key!r} has label {text[:20]!r}; expected an integer "
             f"0..{MAX_CLASSES - 1}"
