@@ -36,6 +36,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import sqlalchemy as sa
 import torch
 
 from base.layers import prunable_layer_names
@@ -53,7 +54,6 @@ from workers.inference import Predictor
 from workers.loading import (
     OWNER_PREFIX,
     WEIGHT_PREFIX,
-    backbone_of,
     load_network,
     load_serving_network,
 )
@@ -61,6 +61,7 @@ from workers.network import SharedNetwork
 from workers.ownership import Ownership
 
 CHECKPOINTS = (1, 5, 10)
+TASKS_0002 = sa.table("tasks", sa.column("seq"), sa.column("backbone", sa.JSON))
 
 
 def location_in(folder: Path) -> RegistryLocation:
@@ -81,8 +82,10 @@ def load_full_version(registry: Registry) -> SharedNetwork:
     """Revision 0002's ``load_network``: the backbone and head rows, one blob of every weight
     and an int32 owner map read and decoded, its arrays copied into tensors, owners kept
     int32 (0002's ``Ownership`` converted nothing)."""
-    config = backbone_of(registry)
-    assert config is not None and (head := registry.head()) is not None
+    with registry.engine.connect() as conn:  # 0002's columns (the ORM's are newer)
+        backbone = conn.execute(sa.select(TASKS_0002.c.backbone).order_by(TASKS_0002.c.seq))
+        config = BackboneConfig.from_dict(backbone.scalars().first())
+    assert (head := registry.head()) is not None
     arrays = decode_arrays(registry.read_blob(head.weights))
     layers = [layer for layer in prunable_layer_names() if WEIGHT_PREFIX + layer in arrays]
     ownership = object.__new__(Ownership)
