@@ -1,10 +1,13 @@
-"""Reading a model version from the stored deltas of its tasks, as fast as one full blob.
+"""Reading a model version from the stored deltas of its tasks.
 
 Version k is the deltas of tasks 1…k applied in seq order (``registry.deltas``). Loading it
 is what a replica does at start, so it is built for speed: one query names every blob (and
-the backbone), each blob is read and hash-checked once, and each delta is applied with one
-scatter of its values. (Reading the next blobs on a thread while a delta is applied was
-tried and measured slower on 2 busy cores.)
+the backbone); each blob is read and hash-checked once; each delta's values are scattered
+by index from the set positions of its mask. Reading, hashing, decoding and scattering
+release the GIL, so they run on a small thread pool, a delta's scatter split into chunks of
+its mask so that the large first delta spreads over the threads too; only the owner bit
+planes are built in seq order, which also makes the first damaged delta (in seq order) the
+one an error names.
 
 Who owns what is kept as :class:`OwnerBits`: bit i of every weight's owner id, packed 8
 weights a byte, ceil(log2(k+1)) planes in all (4 bits a weight for 10 tasks, not a uint8 or
@@ -47,7 +50,11 @@ def set_positions(packed: np.ndarray, numel: int, expected: int) -> np.ndarray:
         return np.flatnonzero(unpack_bits(packed, numel))
     nonzero = np.flatnonzero(packed != 0)  # via bool: numpy finds those fastest
     bits = np.flatnonzero(np.unpackbits(packed[nonzero], bitorder=MASK_BITORDER).view(bool))
-    return nonzero[bits >> 3] * 8 + (bits & 7)
+    positions = nonzero[bits >> 3]  # in place from here: these arrays are most of the cost
+    positions <<= 3
+    bits &= 7
+    positions += bits
+    return positions
 
 
 def set_bits(packed: np.ndarray) -> int:
