@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache, cached_property
 from typing import Any
@@ -35,7 +35,7 @@ from registry.errors import BlobCorrupted, BlobMissing, RegistryError
 from registry.models import Blob, ModelVersion, Task
 from registry.ownership import owner_dtype
 
-WORKERS = 4  # threads reading and scattering deltas
+WORKERS = 4  # threads reading and scattering the deltas of a network over one chunk
 CHUNK_BYTES = 1 << 17  # mask bytes a thread scatters at a time (1 Mi weights)
 DENSE = 10  # a delta taking over 1/DENSE of the weights is scattered via a full unpack
 
@@ -227,6 +227,18 @@ def _delta_query(head: bool) -> Select[Any]:
     )
 
 
+class _Inline(Executor):
+    """Runs each call at once: a small network loads faster without threads to start."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # raised where its result is asked for, as on a thread
+            future.set_exception(exc)
+        return future
+
+
 @dataclass(frozen=True)
 class _Read:
     """One delta as read and checked: its packed mask, its values in flat order, and how
@@ -296,7 +308,7 @@ def _scatter(version: PackedVersion, delta: _Read, chunk: int, offset: int) -> n
 def read_version(engine: Engine, blobs: BlobStore, version: int | None = None) -> PackedVersion:
     """Version ``version`` (default: the head) from its tasks' deltas; RegistryError if there
     is no such version, BlobMissing / BlobCorrupted if a delta is absent, damaged or does not
-    fit (naming the first such task in seq order)."""
+    fit (naming its task; of several damaged blobs, the first in seq order)."""
     with engine.connect() as conn:
         rows = conn.execute(_delta_query(version is None), {"version": version})
         refs = [_DeltaRef(*row) for row in rows]
@@ -316,8 +328,11 @@ def read_version(engine: Engine, blobs: BlobStore, version: int | None = None) -
         refs[-1].seq,
     )
     # Reading, hashing, decoding and scattering let go of the GIL, so they run on a thread
-    # pool, a delta's scatter in chunks; the owner planes are built here, in seq order.
-    with ThreadPoolExecutor(WORKERS, thread_name_prefix="strata-delta") as pool:
+    # pool (for a network of more than one chunk), a delta's scatter in chunks; the owner
+    # planes are built here, in seq order.
+    threaded = WORKERS > 1 and numel > CHUNK_BYTES * 8
+    pool = ThreadPoolExecutor(WORKERS, "strata-delta") if threaded else _Inline()
+    with pool:
         try:
             scattered = []
             reads = pool.map(lambda ref: _read(blobs, result, ref), refs)
