@@ -40,7 +40,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import sqlalchemy as sa
 import torch
 
 from base.layers import prunable_layer_names
@@ -49,6 +48,8 @@ from benchmarks.task_switch import median_ms
 from registry import db, versions
 from registry.blobstore import BlobStore
 from registry.codecs import decode_arrays
+from registry.models import Task
+from registry.records import TaskRow
 from registry.store import Registry
 from tests.registries import build_registry
 from tests.synthetic import synthetic_task
@@ -65,7 +66,12 @@ from workers.network import SharedNetwork
 from workers.ownership import Ownership
 
 CHECKPOINTS = (1, 5, 10)
-TASKS_0002 = sa.table("tasks", sa.column("seq"), sa.column("backbone", sa.JSON))
+FIRST_TASK_0002 = (
+    TaskRow.query()
+    .with_only_columns(*(c for c in TaskRow.query().selected_columns if c.name != "class_names"))
+    .order_by(Task.seq)
+    .limit(1)
+)
 
 
 def location_in(folder: Path) -> RegistryLocation:
@@ -86,9 +92,9 @@ def load_full_version(registry: Registry) -> SharedNetwork:
     """Revision 0002's ``load_network``: the backbone and head rows, one blob of every weight
     and an int32 owner map read and decoded, its arrays copied into tensors, owners kept
     int32 (0002's ``Ownership`` converted nothing)."""
-    with registry.engine.connect() as conn:  # 0002's columns (the ORM's are newer)
-        backbone = conn.execute(sa.select(TASKS_0002.c.backbone).order_by(TASKS_0002.c.seq))
-        config = BackboneConfig.from_dict(backbone.scalars().first())
+    with registry.engine.connect() as conn:  # first_task's query, less 0004's column
+        row = conn.execute(FIRST_TASK_0002).mappings().first()
+        config = BackboneConfig.from_dict(row["backbone"])
     assert (head := registry.head()) is not None
     arrays = decode_arrays(registry.read_blob(head.weights))
     layers = [layer for layer in prunable_layer_names() if WEIGHT_PREFIX + layer in arrays]
