@@ -34,6 +34,7 @@ class Prediction:
     logits: torch.Tensor
     jsd: float | None = None  # set when the task was chosen automatically
     class_names: tuple[str, ...] = ()  # what each label means (the task's; else numbers)
+    forward_inputs: int = 0  # inputs of the forward that gave these rows (served batches join)
 
     def classes(self, labels: torch.Tensor) -> list[str]:
         """The task's name for each label (the label's number where the task names none)."""

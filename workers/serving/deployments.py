@@ -121,7 +121,8 @@ class TaskModels:
         return torch.cat([self.predictor.fit(scaled_images(a)) for a in arrays])
 
     def _task_logits(self, task: str, view: TaskView, arrays: list[np.ndarray]) -> Prediction:
-        return Prediction(task, view.logits(self._batch(arrays)), class_names=view.class_names)
+        logits = view.logits(self._batch(arrays))
+        return Prediction(task, logits, class_names=view.class_names, forward_inputs=len(logits))
 
     def _auto(self, arrays: list[np.ndarray]) -> Prediction:
         return self.predictor.predict(AUTO, self._batch(arrays))
@@ -148,8 +149,10 @@ class TaskModels:
         record_batch(task, sum(sizes))
         arrays = [array for q in queued for array in q.arrays]
         logits = await self._run(lambda: view.logits(self._batch(arrays)))
-        names = view.class_names
-        return [Prediction(task, rows, class_names=names) for rows in logits.split(sizes)]
+        return [
+            Prediction(task, rows, class_names=view.class_names, forward_inputs=len(logits))
+            for rows in logits.split(sizes)
+        ]
 
     async def predict_auto(self, arrays: list[np.ndarray]) -> Prediction:
         """Logits of the task whose stored summary is closest to the batch."""

@@ -177,7 +177,7 @@ def _answer(
         if name == "class":
             classes = prediction.classes(labels)
             output["shape"] = [len(classes)]
-            payload, data = _bytes_tensor(classes) if binary else (b"", classes)
+            payload, data = (_bytes_tensor(classes), None) if binary else (b"", classes)
         else:
             array = values[name].numpy().astype(NUMPY_DTYPES[OUTPUT_DATATYPES[name]], copy=False)
             output["shape"] = list(array.shape)
