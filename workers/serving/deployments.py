@@ -2,7 +2,8 @@
 
 - ``TaskModels``: the autoscaled model replicas. Each holds the shared weights of ONE model
   version once (a ``workers.inference.Predictor``) and loads task views on demand through
-  ``serve.multiplexed`` (model id = task name).
+  ``serve.multiplexed`` (model id = task name); concurrent requests for one task share a
+  forward (``serve.batch``, a bounded wait).
 - ``Gateway``: the HTTP ingress (FastAPI). It reads and checks requests
   (``workers.serving.requests``), answers bad ones itself and forwards good ones to the task
   models, choosing the replica by task.
