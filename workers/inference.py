@@ -34,19 +34,21 @@ class Prediction:
     logits: torch.Tensor
     jsd: float | None = None  # set when the task was chosen automatically
     class_names: tuple[str, ...] = ()  # what each label means (the task's; else numbers)
+    forward_inputs: int = 0  # inputs of the forward that gave these rows (served batches join)
+
+    def classes(self, labels: torch.Tensor) -> list[str]:
+        """The task's name for each label (the label's number where the task names none)."""
+        names = self.class_names
+        return [names[label] if label < len(names) else str(label) for label in labels.tolist()]
 
     def to_dict(self, inputs: list[str]) -> dict:
         probabilities = torch.softmax(self.logits, dim=1)
         scores, labels = probabilities.max(dim=1)
-        names = self.class_names
         rows = [  # tolist(): one conversion, not one tensor per row
-            {
-                "input": name,
-                "label": label,
-                "class": names[label] if label < len(names) else str(label),
-                "score": score,
-            }
-            for name, label, score in zip(inputs, labels.tolist(), scores.tolist(), strict=True)
+            {"input": name, "label": label, "class": kind, "score": score}
+            for name, label, kind, score in zip(
+                inputs, labels.tolist(), self.classes(labels), scores.tolist(), strict=True
+            )
         ]
         result: dict = {"task": self.task, "predictions": rows}
         if self.jsd is not None:

@@ -82,6 +82,16 @@ def serve(
     max_pixels: Annotated[
         int, typer.Option(help="Pixels one request may decode, all its inputs together.")
     ] = SERVE.max_pixels,
+    batch_wait_ms: Annotated[
+        float,
+        typer.Option(
+            help="Dynamic batching: concurrent requests for one task wait up to this long to "
+            "share a forward (0: off, logits bit-identical to strata predict).",
+        ),
+    ] = SERVE.batch_wait_ms,
+    batch_images: Annotated[
+        int, typer.Option(help="Dynamic batching: most inputs one shared forward joins.")
+    ] = SERVE.batch_images,
     haproxy: Annotated[
         bool,
         typer.Option(
