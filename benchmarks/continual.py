@@ -1,6 +1,13 @@
 """Continual-learning benchmark: Strata's rate policies against PackNet, fine-tuning and
 independent networks on one stream of offline tasks, same backbone and epochs for all.
 
+Methods: the policy presets (``recommended``, ``patent-5a``, ``patent-5b``), the ablations of
+``benchmarks/continual_ablations.py``, ``packnet-50`` / ``-75`` / ``-75-reinit``,
+``avalanche-packnet-75`` (Avalanche's own PackNet, ``pip install -e '.[bench]'``; needs
+``--no-batch-norm``), ``finetune``, ``independent``; ``NAME@filter`` for filter granularity.
+With ``independent`` among the methods the output also holds the long-stream analysis of
+``benchmarks/continual_scale.py`` (how many tasks fit at good accuracy).
+
 Strata runs in-process exactly as ``orchestrator/pipeline.py`` does it, minus Ray and the
 registry: JSD of the new task's training data against every earlier task's stored summary
 (``workers.summary.summarize_task`` at commit), smallest wins, rates from the policy, the
@@ -8,6 +15,7 @@ reference task's private parameters as the starting point, ``workers.method.lear
 
     .venv/bin/python -m benchmarks.continual            # the full run (see RESULTS.md)
     .venv/bin/python -m benchmarks.continual --quick    # smoke run: 2 seeds, 4 tasks
+    .venv/bin/python -m benchmarks.continual --tasks 30 # the 30-task stream
 """
 
 from __future__ import annotations
@@ -17,14 +25,16 @@ import json
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from orchestrator.rates import RatePolicy, load_policy, parse_policy
+from benchmarks.continual_ablations import ABLATIONS, ablation, uniform_policy
+from benchmarks.continual_scale import first_full, scale_summary, scale_table, write_scale_plot
+from orchestrator.rates import RatePolicy, load_policy, preset_names
 from registry.ownership import owner_stats
-from workers.backbone import BackboneConfig
+from workers.backbone import BackboneConfig, head_key
 from workers.data import TaskData, load_data
 from workers.method import learn_task
 from workers.network import PrivateParams, SharedNetwork, TaskView
@@ -46,6 +56,25 @@ STREAM = (
     "builtin:digits?invert=1",
     "builtin:mnist?classes=5-9&rotate=270",
     "builtin:mnist?permute=3",
+    # Tasks 13-30 (the long stream): noise levels, more splits and combinations.
+    "builtin:mnist?noise=0.3",
+    "builtin:digits?rotate=90",
+    "builtin:mnist?classes=0,2,4,6,8",
+    "builtin:mnist?permute=4",
+    "builtin:mnist?rotate=270&invert=1",
+    "builtin:digits?classes=0-4",
+    "builtin:mnist?noise=0.6",
+    "builtin:mnist?classes=1,3,5,7,9&rotate=180",
+    "builtin:digits?permute=1",
+    "builtin:mnist?permute=5&invert=1",
+    "builtin:mnist?classes=0-2,7",
+    "builtin:digits?rotate=180&invert=1",
+    "builtin:mnist?noise=0.45&rotate=90",
+    "builtin:mnist?permute=6",
+    "builtin:digits?classes=5-9&rotate=270",
+    "builtin:mnist?classes=3-8&noise=0.3",
+    "builtin:mnist?rotate=90&invert=1",
+    "builtin:digits?noise=0.3",
 )
 METHODS = (
     "patent-5a",
@@ -57,6 +86,14 @@ METHODS = (
     "independent",
 )
 HERE = Path(__file__).parent
+UNPROTECTED = ("finetune", "independent")
+PACKNETS = {"packnet-50": 0.5, "packnet-75": 0.75}
+AVALANCHE = {"avalanche-packnet-75": 0.75}
+# name: (limit, width, epochs, finetune_epochs, tasks, seeds); None keeps the CLI's value.
+PROFILES = {
+    "quick": (96, None, 1, 1, 4, 2),
+    "strong": (2000, 0.25, 6, 3, 10, 3),
+}
 
 
 @dataclass
@@ -83,20 +120,6 @@ class Run:
         return [a - f for a, f in zip(self.after, self.final, strict=True)]
 
 
-def uniform_policy(name: str, rate: float, reinit_free: bool = False) -> RatePolicy:
-    """PackNet: the same rate in every layer, for every task, whatever the similarity.
-
-    ``reinit_free`` is the ablation that isolates re-initialisation from the rate choice."""
-    return parse_policy(
-        {
-            "first_task": {"fc": rate},
-            "later_tasks": [{"jsd": [0.0, 1.0], "fc": rate}],
-            "training": {"reinit_free": reinit_free},
-        },
-        name,
-    )
-
-
 def test_accuracy(network: SharedNetwork, seq: int, private: PrivateParams, task: TaskData):
     """Test accuracy of task ``seq`` as served: everything outside its mask counts as 0."""
     logits = TaskView(network, seq, private).logits(task.x_test)
@@ -110,15 +133,21 @@ def record_capacity(run: Run, ownership: Ownership) -> None:
 
 
 def run_strata(
-    method: str, policy: RatePolicy, tasks: list[TaskData], config: BackboneConfig, train
+    method: str,
+    policy: RatePolicy,
+    tasks: list[TaskData],
+    config: BackboneConfig,
+    train,
+    device: str = "cpu",
 ) -> Run:
     run = Run(method, train.seed)
     network = SharedNetwork.fresh(config, seed=train.seed)
     train = policy.train_config(train)
     privates: list[PrivateParams] = []
     summaries: list[dict] = []
-    # A single JSD bucket (PackNet) makes similarity moot: no summaries, no reference task.
-    similar = len(policy.later_tasks) > 1
+    # PackNet has no similarity: no summaries, no reference task. Every other policy (the
+    # ablations too, even with one JSD bucket) picks its reference task like recommended.
+    similar = not method.startswith("packnet")
     start = time.perf_counter()
     for task in tasks:
         found = sorted(
@@ -128,9 +157,9 @@ def run_strata(
         jsd, reference = found[0] if found else (None, None)
         if not similar and privates:
             jsd = 0.0
-        rates = policy.rates(network.layers, jsd)
+        rates = policy.rates(network.layers, jsd, config.name)
         base = privates[reference - 1] if reference is not None else None
-        outcome = learn_task(network, task, rates, train, base_private=base)
+        outcome = learn_task(network, task, rates, train, base_private=base, device=device)
         network = outcome.network
         privates.append(outcome.private)
         if similar:
@@ -148,7 +177,9 @@ def run_strata(
     return run
 
 
-def run_unprotected(method: str, tasks: list[TaskData], config: BackboneConfig, train) -> Run:
+def run_unprotected(
+    method: str, tasks: list[TaskData], config: BackboneConfig, train, device: str = "cpu"
+) -> Run:
     """``finetune``: one network, every weight trained on every task (per-task heads, biases
     and norms kept). ``independent``: a fresh network per task. Both train exactly like
     Strata (train, then fine-tune, the better kept) at rate 0."""
@@ -165,7 +196,7 @@ def run_unprotected(method: str, tasks: list[TaskData], config: BackboneConfig, 
             shapes = {name: w.shape for name, w in network.weights.items()}
             network = SharedNetwork(config, network.weights, Ownership.all_free(shapes))
         base = privates[-1] if privates and method == "finetune" else None
-        outcome = learn_task(network, task, zero, train, base_private=base)
+        outcome = learn_task(network, task, zero, train, base_private=base, device=device)
         network = outcome.network
         weights.append(network.weights)
         privates.append(outcome.private)
@@ -189,17 +220,9 @@ def run_unprotected(method: str, tasks: list[TaskData], config: BackboneConfig, 
 
 
 def _plain_accuracy(weights, private: PrivateParams, task: TaskData, config: BackboneConfig):
-    classes = int(private["fc8.weight"].shape[0])
+    classes = int(private[head_key(config) + "weight"].shape[0])
     model = SharedNetwork(config, weights, Ownership({})).build_module(private, classes)
     return accuracy(model, task.x_test, task.y_test)
-
-
-def tasks_until_full(run: Run) -> int | None:
-    """Tasks learned before some layer first had no free weight left (None: never)."""
-    for index, free in enumerate(run.free, start=1):
-        if min(free.values()) == 0.0:
-            return index
-    return None
 
 
 def summarise(runs: list[Run], layers: list[str]) -> dict:
@@ -222,8 +245,9 @@ def summarise(runs: list[Run], layers: list[str]) -> dict:
         ],
         "free_fraction_final": mean(r.free_total[-1] for r in runs),
         "min_layer_free_final": mean(min(r.free[-1].values()) for r in runs),
-        "tasks_until_full": [tasks_until_full(r) for r in runs],
+        "tasks_until_full": [first_full(r.free) for r in runs],
         "seconds": mean(r.seconds for r in runs),
+        "seconds_per_task": mean(r.seconds / len(r.after) for r in runs),
         "layers": list(total),
     }
 
@@ -231,6 +255,15 @@ def summarise(runs: list[Run], layers: list[str]) -> dict:
 def _headline(summary: dict) -> dict:
     """The scalar metrics of a method (the per-layer lists stay in the JSON file)."""
     return {k: v for k, v in summary.items() if k not in ("free_per_layer", "layers")}
+
+
+def _scalars(scale: dict) -> dict:
+    """A method's long-stream counts (the per-task curves stay in the JSON file)."""
+    return {
+        k: v
+        for k, v in scale.items()
+        if k not in ("after_per_task", "gap_per_task", "free_total_per_task", "per_seed")
+    }
 
 
 def markdown_table(results: dict[str, dict]) -> str:
@@ -252,7 +285,7 @@ def markdown_table(results: dict[str, dict]) -> str:
     return "\n".join(rows)
 
 
-def write_plots(document: dict, folder: Path) -> None:
+def write_plots(document: dict, folder: Path, stem: str = "continual") -> None:
     """Accuracy matrix per method (seed 0) and free capacity per layer over tasks."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -272,7 +305,7 @@ def write_plots(document: dict, folder: Path) -> None:
         ax.set_xlabel("task evaluated", fontsize=8)
         ax.set_ylabel("after learning task", fontsize=8)
     fig.tight_layout()
-    fig.savefig(folder / "continual_accuracy.png", dpi=70)
+    fig.savefig(folder / f"{stem}_accuracy.png", dpi=70)
 
     strata = [m for m in methods if document["methods"][m]["free_per_layer"][0]]
     strata = [m for m in strata if m not in ("finetune", "independent")]
@@ -291,16 +324,73 @@ def write_plots(document: dict, folder: Path) -> None:
     if strata:
         fig.axes[-1].legend(fontsize=5, ncol=2)
     fig.tight_layout()
-    fig.savefig(folder / "continual_capacity.png", dpi=70)
+    fig.savefig(folder / f"{stem}_capacity.png", dpi=70)
+    if "scale" in document:
+        write_scale_plot(document["scale"], folder / f"{stem}_scale.png")
+
+
+def strata_policies(methods: list[str], layers: list[str], backbone: str, spec: str) -> dict:
+    """The rate policy of every Strata method in ``methods`` (``@filter`` stripped)."""
+    recommended = load_policy(spec, layers, backbone)
+    policies: dict[str, RatePolicy] = {}
+    for method in {m.split("@")[0] for m in methods}:
+        if method == "recommended":
+            policies[method] = recommended
+        elif method in preset_names():
+            policies[method] = load_policy(method, layers, backbone)
+        elif method in ABLATIONS:
+            policies[method] = ablation(method, recommended)
+        elif method in PACKNETS:
+            policies[method] = uniform_policy(method, PACKNETS[method])
+        elif method == "packnet-75-reinit":
+            policies[method] = uniform_policy(method, 0.75, reinit_free=True)
+        elif method not in (*UNPROTECTED, *AVALANCHE):
+            raise SystemExit(f"error: unknown method {method!r}")
+    return policies
+
+
+def run_method(method: str, policies: dict, tasks, config, train, device: str) -> Run:
+    """One method on one seed's tasks."""
+    name, _, granularity = method.partition("@")
+    if granularity:
+        train = replace(train, granularity=granularity)
+    if name in UNPROTECTED:
+        return run_unprotected(method, tasks, config, train, device)
+    if name in AVALANCHE:
+        from benchmarks.continual_avalanche import run_avalanche_packnet  # optional extra
+
+        return run_avalanche_packnet(Run(method, train.seed), tasks, config, train,
+                                     AVALANCHE[name], device)  # fmt: skip
+    return run_strata(method, policies[name], tasks, config, train, device)
+
+
+def build_document(command: str, settings: dict, runs: dict[str, list[Run]], layers) -> dict:
+    """The JSON written after every run (so a run cut short still leaves its rows)."""
+    done = {m: rs for m, rs in runs.items() if rs}
+    results = {method: summarise(rs, layers) for method, rs in done.items()}
+    document = {
+        "command": command,
+        "settings": settings,
+        "methods": results,
+        "runs": {m: [asdict(r) for r in rs] for m, rs in done.items()},
+    }
+    if "independent" in done:
+        document["scale"] = scale_summary(document)
+    return document
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 seeds, 4 tasks")
-    parser.add_argument("--tasks", type=int, default=10)
+    parser.add_argument("--profile", choices=sorted(PROFILES), help="quick or strong baselines")
+    parser.add_argument("--tasks", type=int, default=10, help=f"1..{len(STREAM)}")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--limit", type=int, default=600, help="samples per split")
     parser.add_argument("--width", type=float, default=1 / 8)
+    parser.add_argument("--backbone", default="vgg16", help="vgg16, resnet18, …")
+    parser.add_argument("--input-size", type=int, default=32)
+    parser.add_argument("--no-batch-norm", action="store_true", help="BN-free vgg16")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -314,25 +404,52 @@ def main(argv: list[str] | None = None) -> dict:
         "--merge", nargs="+", metavar="JSON", help="combine the runs of earlier outputs (seeds)"
     )
     args = parser.parse_args(argv)
-    if args.quick:
-        args.tasks, args.seeds, args.limit, args.epochs, args.finetune_epochs = 4, 2, 96, 1, 1
+    profile = "quick" if args.quick else args.profile
+    if profile:  # the profile's values as defaults: options given on the command line win
+        keys = ("limit", "width", "epochs", "finetune_epochs", "tasks", "seeds")
+        values = zip(keys, PROFILES[profile], strict=True)
+        parser.set_defaults(**{key: value for key, value in values if value is not None})
+        args = parser.parse_args(argv)
+    if not 1 <= args.tasks <= len(STREAM):
+        raise SystemExit(f"error: --tasks must lie in 1..{len(STREAM)}")
     torch.set_num_threads(1)
-    config = BackboneConfig(width=args.width, input_size=32, in_channels=1)
+    width = args.width if args.backbone in ("vgg16", "mobilenet_v3_large") else 1.0
+    config = BackboneConfig(
+        name=args.backbone,
+        width=width,
+        input_size=args.input_size,
+        in_channels=1,
+        batch_norm=not args.no_batch_norm,
+    )
     layers = SharedNetwork.fresh(config).layers
-    policies = {
-        "patent-5a": load_policy("patent-5a", layers),
-        "recommended": load_policy(args.policy, layers),
-        "packnet-50": uniform_policy("packnet-50", 0.5),
-        "packnet-75": uniform_policy("packnet-75", 0.75),
-        "packnet-75-reinit": uniform_policy("packnet-75-reinit", 0.75, reinit_free=True),
-    }
-    specs = STREAM[: args.tasks]
     methods = args.methods.split(",")
-    results: dict[str, dict] = {}
+    policies = strata_policies(methods, layers, config.name, args.policy)
+    specs = STREAM[: args.tasks]
+    command = "python -m benchmarks.continual " + " ".join(
+        argv if argv is not None else sys.argv[1:]
+    )
+    settings = {
+        "tasks": list(specs),
+        "seeds": args.seeds,
+        "limit": args.limit,
+        "backbone": config.to_dict(),
+        "width": width,
+        "input_size": args.input_size,
+        "device": args.device,
+        "epochs": args.epochs,
+        "finetune_epochs": args.finetune_epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "finetune_lr": args.lr / 3,
+        "policy": load_policy(args.policy, layers, config.name).to_dict(),
+    }
     runs: dict[str, list[Run]] = {m: [] for m in methods}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     for seed in range(args.first_seed, args.first_seed + (0 if args.merge else args.seeds)):
         tasks = [
-            load_data(s, image_size=32, channels=1, seed=seed, limit=args.limit) for s in specs
+            load_data(s, image_size=args.input_size, channels=1, seed=seed, limit=args.limit)
+            for s in specs
         ]
         train = TrainConfig(
             epochs=args.epochs,
@@ -343,10 +460,7 @@ def main(argv: list[str] | None = None) -> dict:
             seed=seed,
         )
         for method in methods:
-            if method in policies:
-                run = run_strata(method, policies[method], tasks, config, train)
-            else:
-                run = run_unprotected(method, tasks, config, train)
+            run = run_method(method, policies, tasks, config, train, args.device)
             runs[method].append(run)
             print(
                 f"seed {seed} {method:12s} avg {statistics.fmean(run.final):.3f} "
@@ -354,47 +468,24 @@ def main(argv: list[str] | None = None) -> dict:
                 file=sys.stderr,
                 flush=True,
             )
-    settings = {
-        "tasks": list(specs),
-        "seeds": args.seeds,
-        "limit": args.limit,
-        "width": args.width,
-        "input_size": 32,
-        "epochs": args.epochs,
-        "finetune_epochs": args.finetune_epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "finetune_lr": args.lr / 3,
-        "policy": policies["recommended"].to_dict(),
-    }
+            out.write_text(json.dumps(build_document(command, settings, runs, layers), indent=1))
     if args.merge:
         parts = [json.loads(Path(path).read_text()) for path in args.merge]
         settings = parts[0]["settings"] | {"seeds": sum(p["settings"]["seeds"] for p in parts)}
         methods = list(parts[0]["runs"])
         runs = {m: [Run(**r) for p in parts for r in p["runs"][m]] for m in methods}
-    results = {method: summarise(runs[method], layers) for method in methods}
-    document = {
-        "command": "python -m benchmarks.continual "
-        + " ".join(argv if argv is not None else sys.argv[1:]),
-        "settings": settings,
-        "methods": results,
-        "runs": {m: [asdict(r) for r in rs] for m, rs in runs.items()},
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    document = build_document(command, settings, runs, layers)
     out.write_text(json.dumps(document, indent=1))
     if args.plots:
-        write_plots(document, Path(args.plots))
-    print(markdown_table(results), file=sys.stderr)
-    print(
-        json.dumps(
-            {
-                "command": document["command"],
-                "settings": document["settings"],
-                "methods": {m: _headline(v) for m, v in results.items()},
-            }
-        )
-    )
+        write_plots(document, Path(args.plots), out.stem)
+    print(markdown_table(document["methods"]), file=sys.stderr)
+    if "scale" in document:
+        print(scale_table(document["scale"]), file=sys.stderr)
+    headline = {"command": command, "settings": settings}
+    headline["methods"] = {m: _headline(v) for m, v in document["methods"].items()}
+    if "scale" in document:
+        headline["scale"] = {m: _scalars(v) for m, v in document["scale"].items()}
+    print(json.dumps(headline))
     return document
 
 

@@ -12,7 +12,9 @@ Options of ``mnist`` and ``digits`` (applied in this order):
 ``classes=0-4`` / ``classes=1,3,5`` / ``classes=0-2,7`` keeps those digits and re-indexes
 them 0..K-1 in sorted order; ``n=NUM`` caps the number of samples (test part included);
 ``permute=SEED`` applies one fixed pixel permutation drawn from SEED (at native
-resolution); ``rotate=0|90|180|270`` rotates counter-clockwise; ``invert=0|1`` maps x to 1 - x.
+resolution); ``rotate=0|90|180|270`` rotates counter-clockwise; ``invert=0|1`` maps x to 1 - x;
+``noise=STD`` (0..1) adds fixed Gaussian pixel noise of that standard deviation, clipped to
+[0, 1] (drawn from a fixed seed, so a task means the same images forever).
 
 Options of ``noise``: ``n=NUM`` (default 1000), ``classes=K`` (a class *count*, default 10,
 at most n so that every class has samples), ``size=S`` (default 28), ``channels=1|3``
@@ -40,9 +42,10 @@ TEST_FRACTION = 0.2
 _TEST_SPLIT_SEED = 20_230_912  # fixed on purpose: see the module docstring
 _MAX_NOISE_VALUES = 50_000_000  # n x channels x size^2 floats (200 MB) — keeps memory modest
 _MAX_SEED = 2**32 - 1
+_PIXEL_NOISE_SEED = 7_919
 _NOISE_DEFAULT_N = 1000
 
-_DIGIT_OPTIONS = ("classes", "invert", "n", "permute", "rotate")
+_DIGIT_OPTIONS = ("classes", "invert", "n", "noise", "permute", "rotate")
 _NOISE_OPTIONS = ("channels", "classes", "n", "seed", "size")
 ACCEPTED_OPTIONS: dict[str, tuple[str, ...]] = {
     "mnist": _DIGIT_OPTIONS,
@@ -60,6 +63,7 @@ class BuiltinOptions:
     permute: int | None = None
     rotate: int = 0
     invert: bool = False
+    noise: float = 0.0  # mnist/digits: std of the added Gaussian pixel noise
     num_classes: int = 10  # noise only
     size: int = 28  # noise only
     channels: int = 1  # noise only
@@ -126,6 +130,14 @@ def _parse_value(name: str, key: str, raw: str) -> object:
         return _parse_choice(where, raw, (0, 90, 180, 270))
     if key == "invert":
         return bool(_parse_choice(where, raw, (0, 1)))
+    if key == "noise":
+        try:
+            level = float(raw.strip())
+        except ValueError:
+            level = -1.0
+        if not 0.0 <= level <= 1.0:
+            raise DataError(f"{where}: expected a noise level (standard deviation) in 0..1")
+        return level
     if key == "size":
         return _parse_int(where, raw, 1, 1024, "an image side in pixels")
     if key == "channels":
@@ -216,7 +228,7 @@ def _hold_out_test(total: int) -> tuple[Tensor, Tensor]:
 
 
 def _transform(x: Tensor, opts: BuiltinOptions) -> Tensor:
-    """permute → rotate → invert, each a fixed function of the options only."""
+    """permute → rotate → invert → noise, each a fixed function of the options only."""
     if opts.permute is not None:
         n, c, h, w = x.shape
         perm = torch.from_numpy(np.random.RandomState(opts.permute).permutation(h * w))
@@ -225,6 +237,10 @@ def _transform(x: Tensor, opts: BuiltinOptions) -> Tensor:
         x = torch.rot90(x, k=opts.rotate // 90, dims=(-2, -1)).contiguous()
     if opts.invert:
         x = 1.0 - x
+    if opts.noise:
+        rng = np.random.RandomState(_PIXEL_NOISE_SEED)
+        noise = torch.from_numpy(rng.standard_normal(x.shape).astype(np.float32))
+        x = (x + opts.noise * noise).clamp(0.0, 1.0)
     return x
 
 
@@ -240,6 +256,8 @@ def _describe(name: str, opts: BuiltinOptions, classes: tuple[int, ...]) -> str:
         parts.append(f"rotated {opts.rotate} deg")
     if opts.invert:
         parts.append("inverted")
+    if opts.noise:
+        parts.append(f"pixel noise {opts.noise:g}")
     return ", ".join(parts)
 
 
