@@ -87,6 +87,8 @@ def test_parse_spec_accepts_each_scheme():
         ("builtin:noise?channels=2", "option channels=2: expected one of 1, 3"),
         ("builtin:noise?classes=1", "option classes=1: expected a class count between 2"),
         ("builtin:noise?rotate=90", "builtin:noise has no option 'rotate'"),
+        ("builtin:mnist?noise=1.5", "option noise=1.5: expected a noise level"),
+        ("builtin:mnist?noise=loud", "option noise=loud: expected a noise level"),
         ("builtin:noise?n=100000&size=100", "too large"),
     ],
 )
@@ -152,6 +154,19 @@ def test_mnist_transforms_are_fixed_functions_of_the_options():
     assert torch.equal(again.x_train, permuted.x_train)
     other = load_data(spec + "&permute=8", image_size=28, channels=1)
     assert not torch.equal(other.x_train, permuted.x_train)
+
+
+def test_mnist_pixel_noise_is_fixed_clipped_and_keeps_the_labels():
+    spec = "builtin:mnist?n=300"
+    base = load_data(spec, image_size=28, channels=1)
+    noisy = load_data(spec + "&noise=0.2", image_size=28, channels=1)
+    assert torch.equal(noisy.y_train, base.y_train) and torch.equal(noisy.y_test, base.y_test)
+    assert noisy.x_train.min() >= 0 and noisy.x_train.max() <= 1
+    unclipped = (noisy.x_train - base.x_train)[(noisy.x_train > 0) & (noisy.x_train < 1)]
+    assert 0.15 < float(unclipped.std()) < 0.25
+    again = load_data(spec + "&noise=0.2", image_size=28, channels=1)
+    assert torch.equal(again.x_train, noisy.x_train)  # the same images forever
+    assert "pixel noise 0.2" in noisy.name
 
 
 def test_mnist_n_caps_samples_and_limit_caps_each_split():
