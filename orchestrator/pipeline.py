@@ -32,6 +32,7 @@ from registry.records import JobRow, TaskRow
 from registry.store import Registry
 from workers.backbone import BackboneConfig
 from workers.data import TaskData, load_data, peek_spec
+from workers.distributed_training import check_placement, train_task_on_workers
 from workers.loading import (
     backbone_of,
     load_network,
@@ -183,6 +184,7 @@ def add_task(
         prepared = prepare(registry, options, explicit)
         stage("joining Ray")
         connect(ray_address)
+        check_placement(options.workers)  # before the job row: a refusal leaves no trace
         job = registry.create_job(options.name, asdict(options))
         registry.start_job(job.id)
         if on_job is not None:
@@ -224,16 +226,17 @@ def _run(
         config = replace(config, reinit_free=False)
     if options.import_head:  # the imported network is trained: rates by magnitude, fine-tune
         config = replace(config, epochs=0)
-    stage("training")
-    pending = train_task.options(num_gpus=gpu_request()).remote(
-        prepared.network,
-        prepared.data,
-        rates,
-        config,
-        base_private,
-        JobHeartbeat(location.db_url, location.store_uri, job_id),
-        keep_head=options.import_head,
-    )
+    stage("training" if options.workers == 1 else f"training on {options.workers} workers")
+    job = JobHeartbeat(location.db_url, location.store_uri, job_id)
+    inputs = (prepared.network, prepared.data, rates, config, base_private, job)
+    if options.workers == 1:
+        pending = train_task.options(num_gpus=gpu_request()).remote(
+            *inputs, keep_head=options.import_head
+        )
+    else:
+        pending = train_task_on_workers.remote(
+            options.workers, *inputs, keep_head=options.import_head
+        )
     trained: TrainedTask = _follow(registry, job_id, pending, stage)
     stage("committing")
     return registry.commit_task(_commit(prepared, trained, reference, jsd, found))

@@ -90,6 +90,11 @@ def train_task(
             device=device,
             progress=progress,
         )
+    return trained_task(outcome, data, device)
+
+
+def trained_task(outcome: TaskOutcome, data, device: str) -> TrainedTask:
+    """The outcome with its training data's summary in its own feature space, where it ran."""
     view = TaskView(outcome.network, outcome.seq, outcome.private)
     node = ray.get_runtime_context().get_node_id()
     return TrainedTask(outcome, summarize_task(view, data.x_train), device, node)
