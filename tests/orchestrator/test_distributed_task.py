@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import ray
 import torch
 
 from base.errors import StrataError
+from orchestrator.options import validate_options
 from orchestrator.pipeline import AddTaskOptions, add_task
 from registry.store import Registry
 from tests.registries import initialised_location
@@ -32,10 +35,12 @@ def runs(ray_session, tmp_path_factory):
     """Two registries with the same first task; the second task by one worker in ``single``
     and by two in ``double``. Returns both locations and ``double``'s network before it."""
     assert ray.available_resources().get("CPU", 0) >= 2, "the test Ray instance needs 2 CPUs"
-    single = initialised_location(tmp_path_factory.mktemp("single"))
-    double = initialised_location(tmp_path_factory.mktemp("double"))
-    for location in (single, double):
-        add_task(location, options("first", FIRST))
+    single_root = tmp_path_factory.mktemp("single")
+    single = initialised_location(single_root)
+    add_task(single, options("first", FIRST))
+    double_root = tmp_path_factory.getbasetemp() / "double"
+    shutil.copytree(single_root, double_root)  # the same first task, bit for bit
+    double = initialised_location(double_root)
     with Registry.open(double.db_url, double.store_uri) as registry:
         before = load_network(registry)
     add_task(single, options("second", SECOND))
@@ -66,13 +71,15 @@ def test_masks_are_nested_and_the_new_task_took_weights(runs):
     assert sum(int(second[layer].sum() - first[layer].sum()) for layer in first) > 0
 
 
-def test_the_task_predicts_better_than_chance(runs):
+def test_the_task_predicts_its_recorded_validation_accuracy(runs):
     _, double, _ = runs
-    data = load_data(SECOND, image_size=32, channels=1, limit=96)
+    data = load_data(SECOND, image_size=32, channels=1, limit=TINY["limit"])
     with Registry.open(double.db_url, double.store_uri) as registry:
         prediction = Predictor(registry).predict("second", data.x_val)
+        recorded = registry.get_task("second").val_accuracy
+    assert prediction.logits.shape == (len(data.y_val), 5)
     accuracy = float((prediction.logits.argmax(1) == data.y_val).float().mean())
-    assert accuracy > 0.4  # five classes: chance is 0.2
+    assert accuracy == pytest.approx(recorded, abs=1.5 / len(data.y_val))
 
 
 def test_registry_rows_are_like_a_single_worker_run(runs):
@@ -101,3 +108,9 @@ def test_more_workers_than_the_cluster_has_fail_before_a_job(runs):
     with Registry.open(double.db_url, double.store_uri) as registry:
         assert registry.head().id == head and len(registry.list_jobs()) == jobs
         assert not registry.task_exists("third")
+
+
+@pytest.mark.parametrize("workers", [0, -1, 10**6])
+def test_a_worker_count_out_of_range_is_refused_before_ray(workers):
+    with pytest.raises(StrataError, match="--workers must be"):
+        validate_options(options("third", FIRST, workers=workers))
