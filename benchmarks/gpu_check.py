@@ -123,7 +123,8 @@ def colour_task(seed: int, n: int = 256, size: int = 64) -> SimpleNamespace:
 
 def owned_bits_identical(device: torch.device) -> dict:
     """Two tasks learned on the GPU with AMP: task 1's owned weights after task 2, bit for bit."""
-    network = SharedNetwork.fresh(BackboneConfig(name="resnet18", width=1.0, input_size=64, in_channels=3))
+    config = BackboneConfig(name="resnet18", width=1.0, input_size=64, in_channels=3)
+    network = SharedNetwork.fresh(config)
     rates = dict.fromkeys(network.layers, 0.5)
     train = TrainConfig(epochs=1, finetune_epochs=1, batch_size=32)
     first = learn_task(network, colour_task(0), rates, train, device=device).network
