@@ -32,7 +32,6 @@ from registry.records import JobRow, TaskRow
 from registry.store import Registry
 from workers.backbone import BackboneConfig
 from workers.data import TaskData, load_data, peek_spec
-from workers.distributed_training import check_placement, train_task_on_workers
 from workers.loading import (
     backbone_of,
     load_network,
@@ -43,7 +42,13 @@ from workers.pretrained import pretrained_network
 from workers.similarity import choose_reference
 from workers.similarity_ray import similarities
 from workers.training import TrainConfig
-from workers.training_ray import JobHeartbeat, TrainedTask, gpu_request, train_task
+from workers.training_ray import (
+    JobHeartbeat,
+    TrainedTask,
+    check_placement,
+    gpu_request,
+    train_task,
+)
 
 
 def train_config(options: AddTaskOptions) -> TrainConfig:
@@ -234,6 +239,8 @@ def _run(
             *inputs, keep_head=options.import_head
         )
     else:
+        from workers.distributed_training import train_task_on_workers  # Ray Train: only here
+
         pending = train_task_on_workers.remote(
             options.workers, *inputs, keep_head=options.import_head
         )

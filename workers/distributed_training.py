@@ -17,26 +17,10 @@ import ray
 from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, get_device
 
-from base.errors import StrataError
 from workers.method import learn_task
 from workers.network import PrivateParams, SharedNetwork
 from workers.training import TrainConfig
-from workers.training_ray import JobHeartbeat, TrainedTask, trained_task
-
-
-def worker_resource() -> str:
-    """What each worker takes: a GPU when the cluster has any, else a CPU."""
-    return "GPU" if ray.cluster_resources().get("GPU", 0) >= 1 else "CPU"
-
-
-def check_placement(workers: int) -> None:
-    """Refuse more workers than the cluster has of the resource each one needs."""
-    resource = worker_resource()
-    available = int(ray.cluster_resources().get(resource, 0))
-    if workers > available:
-        raise StrataError(
-            f"--workers {workers} needs {workers} {resource}s; the cluster has {available}"
-        )
+from workers.training_ray import JobHeartbeat, TrainedTask, trained_task, worker_resource
 
 
 @ray.remote(num_cpus=0)
