@@ -8,9 +8,10 @@ checked in. Each RSS figure comes from a fresh child process running ``load_data
 counting the child's own peak RSS plus its DataLoader workers'. The throughput loops share
 the model (same seed), the loader (``workers.batches``, the same workers and augmentation),
 the batch size and the torch threads; only the step differs (masked vs ``torch.optim.Adam``
-over every parameter). Each loop reports wall-clock images/s and images per CPU second of
-the training process (``time.process_time``, which other processes' load on a shared
-machine does not inflate; the loader workers' decoding is the same for both loops). Run:
+over every parameter; a third loop gives that plain step the fused Adam Strata's step uses).
+Each loop reports wall-clock images/s and images per CPU second of the training process
+(``time.process_time``, which other processes' load on a shared machine does not inflate;
+the loader workers' decoding is the same for every loop). Run:
   .venv/bin/python -m benchmarks.real_data --root /tmp/real_data [--sizes 1000 4000]
       [--pixels 224] [--input-size 64] [--backbone resnet18] [--loader-workers 2]
       [--parts rss throughput]
@@ -108,8 +109,8 @@ def throughput(args, folder: Path) -> dict:
                 for name, layer in prunable_layers(model).items()
             }
             step = make_step(model, trainable, 1e-3, train.weight_decay)
-        else:
-            step = plain_step(model, 1e-3, train.weight_decay)
+        else:  # torch.optim.Adam's default loop, or its fused kernel as Strata's step uses
+            step = plain_step(model, 1e-3, train.weight_decay, fused=kind == "plain_fused")
         loader = batches(x, y, args.batch, generator=torch.Generator().manual_seed(0),
                          workers=args.loader_workers)  # fmt: skip
         start = cpu_start = 0.0
@@ -122,10 +123,10 @@ def throughput(args, folder: Path) -> dict:
                 seen += len(yb)
         return seen / (time.perf_counter() - start), seen / (time.process_time() - cpu_start)
 
-    runs: dict[str, list[tuple[float, float]]] = {"masked": [], "plain": []}
+    runs: dict[str, list[tuple[float, float]]] = {"plain": [], "plain_fused": [], "masked": []}
     for _ in range(args.repeats):
-        for kind in ("plain", "masked"):
-            runs[kind].append(run(kind))
+        for kind, done in runs.items():
+            done.append(run(kind))
 
     def median(kind: str, clock: int) -> float:
         return statistics.median(run[clock] for run in runs[kind])
@@ -140,6 +141,9 @@ def throughput(args, folder: Path) -> dict:
         "masked_images_per_cpu_s": round(cpu["masked"], 1),
         "plain_images_per_cpu_s": round(cpu["plain"], 1),
         "cpu_ratio": round(cpu["masked"] / cpu["plain"], 3),
+        # Against a plain loop that also uses fused Adam: the masking's own cost.
+        "plain_fused_images_per_cpu_s": round(cpu["plain_fused"], 1),
+        "cpu_ratio_vs_plain_fused": round(cpu["masked"] / cpu["plain_fused"], 3),
         "runs": {kind: [[round(v, 1) for v in run] for run in done] for kind, done in runs.items()},
     }
 
