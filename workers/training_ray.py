@@ -69,7 +69,10 @@ def worker_resource() -> str:
 
 def check_placement(workers: int) -> None:
     """Refuse more data-parallel workers (``workers.distributed_training``) than the cluster
-    has of the resource each one needs."""
+    has of the resource each one needs. One worker is the plain training task, which waits
+    for an autoscaler to add a node as it always did."""
+    if workers == 1:
+        return
     resource = worker_resource()
     available = int(ray.cluster_resources().get(resource, 0))
     if workers > available:
