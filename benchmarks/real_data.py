@@ -1,11 +1,13 @@
-"""A generated RGB ImageFolder: peak RSS of an add-task's learning at a small vs a large set,
-and training images/s of Strata's masked loop vs a plain torchvision loop.
+"""A generated RGB ImageFolder (or uncompressed npz): peak RSS of an add-task's learning at a
+small vs a large set, and training images/s of Strata's masked loop vs a plain torchvision loop.
 
 Prints one JSON document. Targets: RSS(large) / RSS(small) < 1.10; masked / plain ≥ 0.95.
 The folder (JPEGs of smooth coloured noise, 10 classes) is written under --root, not
-checked in. Each RSS figure comes from a fresh child process running ``load_data`` and
-``learn_task`` (train, prune, fine-tune, choose) exactly as the Ray training task does,
-counting the child's own peak RSS plus its DataLoader workers'. The throughput loops share
+checked in; ``--source npz`` writes the same images as one ``numpy.savez`` archive (uint8,
+uncompressed: memory-mapped and read per batch). Each RSS figure comes from a fresh child
+process running ``load_data`` and ``learn_task`` (train, prune, fine-tune, choose) exactly
+as the Ray training task does, counting the child's own peak RSS plus its DataLoader
+workers'. The throughput loops share
 the model (same seed), the loader (``workers.batches``, the same workers and augmentation),
 the batch size and the torch threads; only the step differs (masked vs ``torch.optim.Adam``
 over every parameter; a third loop gives that plain step the fused Adam Strata's step uses).
@@ -14,7 +16,7 @@ Each loop reports wall-clock images/s and images per CPU second of the training 
 the loader workers' decoding is the same for every loop). Run:
   .venv/bin/python -m benchmarks.real_data --root /tmp/real_data [--sizes 1000 4000]
       [--pixels 224] [--input-size 64] [--backbone resnet18] [--loader-workers 2]
-      [--parts rss throughput]
+      [--source imagefolder|npz] [--parts rss throughput]
 """
 
 from __future__ import annotations
@@ -52,6 +54,23 @@ def make_folder(root: Path, count: int, pixels: int) -> Path:
     return folder
 
 
+def make_npz(root: Path, count: int, pixels: int) -> Path:
+    """The folder's images as x (N, H, W, 3) uint8 and y, stored uncompressed; reused."""
+    path = root / f"rgb{count}_{pixels}.npz"
+    if path.exists():
+        return path
+    folder = make_folder(root, count, pixels)
+    files = sorted(folder.glob("c*/*.jpg"))
+    x = np.lib.format.open_memmap(root / "x.npy", "w+", np.uint8, (count, pixels, pixels, 3))
+    for row, file in enumerate(files):
+        x[row] = np.asarray(Image.open(file).convert("RGB"))
+    labels = np.array([int(file.parent.name[1:]) for file in files])
+    np.savez(root / "partial.npz", x=x, y=labels)
+    (root / "partial.npz").rename(path)
+    (root / "x.npy").unlink()
+    return path
+
+
 def _config(args):
     from workers.backbone import BackboneConfig
     from workers.training import TrainConfig
@@ -73,7 +92,7 @@ def child_rss(args) -> dict:
 
     backbone, train = _config(args)
     started = time.perf_counter()
-    data = load_data(f"imagefolder:{args.folder}", image_size=args.input_size, channels=3)
+    data = load_data(f"{args.source}:{args.folder}", image_size=args.input_size, channels=3)
     network = SharedNetwork.fresh(backbone)
     outcome = learn_task(network, data, dict.fromkeys(network.layers, 0.5), train)
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -97,7 +116,7 @@ def throughput(args, folder: Path) -> dict:
     from workers.training import make_step
 
     backbone, train = _config(args)
-    data = load_data(f"imagefolder:{folder}", image_size=args.input_size, channels=3)
+    data = load_data(f"{args.source}:{folder}", image_size=args.input_size, channels=3)
     x, y = data.x_train.training(), data.y_train
 
     def run(kind: str) -> tuple[float, float]:
@@ -160,6 +179,7 @@ def main() -> None:
     parser.add_argument("--loader-workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--source", choices=("imagefolder", "npz"), default="imagefolder")
     parser.add_argument("--parts", nargs="+", choices=("rss", "throughput"),
                         default=["rss", "throughput"])  # fmt: skip
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)  # a folder: RSS run
@@ -169,7 +189,8 @@ def main() -> None:
         args.folder = args.child
         print(json.dumps(child_rss(args)))
         return
-    folders = [make_folder(args.root, count, args.pixels) for count in args.sizes]
+    make = make_npz if args.source == "npz" else make_folder
+    folders = [make(args.root, count, args.pixels) for count in args.sizes]
     report: dict = {"settings": {k: str(v) for k, v in vars(args).items() if k != "child"}}
     if "rss" in args.parts:
         skip = ("root", "sizes", "child", "parts")

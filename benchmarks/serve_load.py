@@ -1,24 +1,24 @@
-"""Serving under load: concurrent HTTP clients on loopback against a bare in-process loop.
+"""Online serving under load: Strata against the server a user would write, side by side.
 
-Trains a few tiny tasks into a temporary registry, starts the Ray Serve application and lets
-client threads (one httpx client each) post batches round-robin over the tasks for a bounded
-time, in rounds that alternate with a bare ``Predictor.predict`` loop in this process (the
-forward ``strata predict`` runs, on all cores). Prints one JSON document: throughput, p50/p99
-latency, failed requests and throughput relative to the bare loop (median over rounds).
-Targets: failed == 0, ratio >= 0.6. Each round also loads the Open Inference Protocol v2
-route (``POST /v2/models/{task}/infer``, the same uint8 pixels as a binary tensor) right
-after ``/predict``; ``v2`` reports it and ``v2_vs_predict`` its throughput over
-``/predict``'s in the same rounds (target >= 0.95, failed == 0).
+Trains a few tiny tasks into a temporary registry, starts the Ray Serve application (as
+``strata serve`` does, dynamic batching at its default wait) and the peer
+(``benchmarks/serve_peer.py``: FastAPI + uvicorn + the same torch forward for one task, one
+worker per Strata model replica, one torch thread each) on loopback, and lets closed-loop
+client threads (one httpx client each) post uint8 ``.npy`` requests of 1, 8 and 256 images
+with 1 and 16 clients to both, one after the other, in rounds that alternate the order and
+a bare ``Predictor.predict`` loop in this process (best of 1 and all threads). Every
+request goes to one task (the peer serves one). Each 256-image / 16-client cell also loads
+the Open Inference Protocol v2 route with the same pixels as a binary tensor.
 
-The defaults serve the project's default backbone (width 1/8, 32x32) with full batches
-(256 images, ``strata serve``'s largest by default) sent as ``.npy`` pixels. The server's
-own cost per request is a fixed 18-40 ms of CPU whatever the batch (measured on two VMs:
-HTTP ingress, two Ray calls, the JSON answer), so small requests score far lower.
-``--haproxy`` serves as ``strata serve --haproxy`` does. docs/serving.md has the figures.
+Prints one JSON document: per cell images/s, p50/p99 and failures of Strata and the peer,
+Strata ÷ peer and Strata ÷ the bare loop. Targets (issue #19): 1-image requests from 16
+clients >= 1.0x the peer's images/s with p99 <= 2x the peer's; 256-image requests >= 0.95x
+the bare loop; no failed request. ``--haproxy`` serves as ``strata serve --haproxy`` does;
+``--batch-wait-ms 0`` turns batching off. docs/serving.md has the figures.
 
 Run from the repository root:
-    .venv/bin/python -m benchmarks.serve_load [--seconds 20] [--clients 8] [--batch 256]
-        [--width 0.125] [--format npy|json|png] [--haproxy]
+    .venv/bin/python -m benchmarks.serve_load [--seconds 4] [--rounds 2] [--replicas 2]
+        [--width 0.125] [--haproxy] [--batch-wait-ms 2]
 """
 
 from __future__ import annotations
@@ -30,19 +30,19 @@ import itertools
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import numpy as np
-import psutil
 import ray
 import torch
-from PIL import Image
 from ray import serve
 
 from base.location import RegistryLocation
@@ -71,17 +71,6 @@ def bare_rate(
     return images / (time.perf_counter() - start), (time.process_time() - cpu) / images
 
 
-def serving_cpu() -> tuple[float, float]:
-    """CPU seconds so far of this process (the load clients) and of every Ray process."""
-    me = psutil.Process()
-    ray_side = 0.0
-    for child in me.children(recursive=True):  # raylet, GCS, Serve proxy, replicas, ...
-        with contextlib.suppress(psutil.Error):
-            times = child.cpu_times()
-            ray_side += times.user + times.system
-    return time.process_time(), ray_side
-
-
 @dataclass
 class Load:
     latencies: list[float] = field(default_factory=list)
@@ -108,24 +97,6 @@ class Route:
     path: str
     content: bytes
     headers: dict[str, str]
-
-
-def request_body(x: torch.Tensor, form: str) -> tuple[bytes, str]:
-    """One request's body and content type, encoded once: the clients measure the server."""
-    if form == "json":
-        return json.dumps({"inputs": x[:, 0].numpy().tolist()}).encode(), "application/json"
-    pixels = camera_pixels(x)
-    if form == "npy":  # 8-bit pixels, a quarter of float32's bytes; scaled like image files
-        buffer = io.BytesIO()
-        np.save(buffer, pixels)
-        return buffer.getvalue(), NPY_CONTENT_TYPE
-    files = []
-    for index, image in enumerate(pixels):
-        buffer = io.BytesIO()
-        Image.fromarray(image).save(buffer, format="PNG")
-        files.append(("files", (f"{index}.png", buffer.getvalue(), "image/png")))
-    request = httpx.Request("POST", "http://localhost/", files=files)
-    return request.read(), request.headers["content-type"]
 
 
 def camera_pixels(x: torch.Tensor) -> np.ndarray:
@@ -198,136 +169,185 @@ def stop_ray() -> None:
     ray.shutdown()
 
 
+PEER_START_S = 120.0  # uvicorn workers import torch and load the registry
+
+
+@contextlib.contextmanager
+def peer_server(location: RegistryLocation, task: str, workers: int) -> Iterator[str]:
+    """The peer (``benchmarks/serve_peer.py``) on a free loopback port, stopped on exit."""
+    port = free_port()
+    environment = os.environ | {
+        "STRATA_DB": location.db_url,
+        "STRATA_STORE": location.store_uri,
+        "PEER_TASK": task,
+        "PEER_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+    command = [sys.executable, "-m", "uvicorn", "benchmarks.serve_peer:app", "--host",
+               "127.0.0.1", "--port", str(port), "--workers", str(workers),
+               "--log-level", "warning"]  # fmt: skip
+    process = subprocess.Popen(command, env=environment, stdout=sys.stderr)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_answering(url + "/docs", process)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_until_answering(url: str, process: subprocess.Popen) -> None:
+    """Poll until the peer answers; an exited peer or a deadline is an error, not a hang."""
+    deadline = time.monotonic() + PEER_START_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the peer server exited with status {process.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"the peer server did not answer within {PEER_START_S:.0f} s")
+
+
+def npy_route(path: str, pixels: np.ndarray) -> Route:
+    buffer = io.BytesIO()
+    np.save(buffer, pixels)
+    return Route(path, buffer.getvalue(), {"content-type": NPY_CONTENT_TYPE})
+
+
+def cell_summary(loads: dict[str, Load], images: int, bare: float) -> dict:
+    """One cell's figures: each server's summary, its images/s, and the ratios."""
+    result: dict = {}
+    for server, measured in loads.items():
+        summary = measured.summary()
+        summary["images_per_s"] = round(summary.pop("requests_per_s") * images, 1)
+        result[server] = summary
+    strata, peer = result["strata"], result["peer"]
+    result["strata_vs_peer"] = round(strata["images_per_s"] / peer["images_per_s"], 3)
+    result["p99_vs_peer"] = round(strata["p99_ms"] / peer["p99_ms"], 3)
+    result["strata_vs_bare"] = round(strata["images_per_s"] / bare, 3)
+    if "strata_v2" in result:
+        v2 = result["strata_v2"]["images_per_s"]
+        result["v2_vs_predict"] = round(v2 / strata["images_per_s"], 3)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seconds", type=float, default=20.0)
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=256, help="images per request")
-    parser.add_argument("--tasks", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4.0, help="per cell, server, round")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds alternating the order")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 8, 256])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--width", type=float, default=1 / 8)
     parser.add_argument("--replicas", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=4, help="bare/served alternations")
-    parser.add_argument(
-        "--format",
-        choices=["json", "npy", "png"],
-        default="npy",
-        help="JSON arrays, one .npy array or PNG files",
-    )
+    parser.add_argument("--batch-wait-ms", type=float, default=ServeOptions.batch_wait_ms)
     parser.add_argument(
         "--haproxy", action="store_true", help="Serve's HAProxy ingress (strata serve --haproxy)"
     )
     args = parser.parse_args()
 
     config = BackboneConfig(width=args.width, input_size=32, in_channels=1)
-    names = [f"task{i}" for i in range(args.tasks)]
-    x = synthetic_task(99, n_val=args.batch).x_val
-    body = request_body(x, args.format)
-    predict = Route("/predict/{task}", body[0], {"content-type": body[1]})
-    v2 = v2_route(x)
-    round_seconds = args.seconds / args.rounds
+    task = "task0"
+    largest = max(args.sizes)
+    x = synthetic_task(99, n_val=largest).x_val
+    pixels = camera_pixels(x)
+    cells = [(size, clients) for size in args.sizes for clients in args.clients]
+    routes = {
+        size: {
+            "strata": npy_route("/predict/{task}", pixels[:size]),
+            "peer": npy_route("/predict", pixels[:size]),
+            "strata_v2": v2_route(x[:size]),
+        }
+        for size in args.sizes
+    }
+    load_average = os.getloadavg()
     # Ray prints its actors' errors (such as Serve's controller being killed at shutdown) on
     # stdout; only the JSON document goes there.
     with tempfile.TemporaryDirectory() as root, contextlib.redirect_stdout(sys.stderr):
         location = RegistryLocation.resolve(
             f"sqlite:///{Path(root) / 'registry.db'}", str(Path(root) / "blobs")
         )
-        tasks = [(name, synthetic_task(seed)) for seed, name in enumerate(names)]
-        build_registry(location.db_url, location.store_uri, tasks, config)
+        build_registry(location.db_url, location.store_uri, [(task, synthetic_task(0))], config)
         registry = Registry.open(location.db_url, location.store_uri)
-        predictor = Predictor(registry, max_tasks=len(names))
-        bare_rate(predictor, names, x, 1.0)  # load every view first: only forwards count
+        predictor = Predictor(registry, max_tasks=1)
+        bare_rate(predictor, [task], x, 1.0)  # load the view first: only forwards count
 
         connect(haproxy=args.haproxy)  # an embedded Ray instance, as `strata serve` starts it
         options = ServeOptions(
             port=free_port(),
             min_replicas=args.replicas,  # fixed size: autoscaling reacts slower than the run
             max_replicas=args.replicas,
-            max_tasks=len(names),
-            target_ongoing=max(1, args.clients // args.replicas),
-            max_batch=args.batch,
+            max_tasks=1,
+            target_ongoing=max(1, max(args.clients) // args.replicas),
+            max_batch=largest,
+            batch_wait_ms=args.batch_wait_ms,
         )
-        url = run_app(location, options, blocking=False)
-        for route in (predict, v2):  # warm-up: every replica and task
-            load(url, names, route, args.clients, 3.0, Load())
-        # Rounds alternate the bare loop and the server (idle while the loop runs), so that
-        # load from other processes on the machine hits both sides alike. The bare loop runs
-        # with torch on every core and on one thread (faster on a busy machine); the better
-        # of the two is the baseline.
+        url = {"strata": run_app(location, options, blocking=False)}
+        url["strata_v2"] = url["strata"]
         threads = sorted({1, os.cpu_count() or 1})
+        bare: dict[int, list[float]] = {count: [] for count in threads}
+        loads = {cell: {} for cell in cells}
+        try:
+            with peer_server(location, task, args.replicas) as peer_url:
+                url["peer"] = peer_url
+                for server in ("strata", "peer"):  # warm-up: every replica / worker
+                    load(url[server], [task], routes[largest][server], 16, 2.0, Load())
+                for round_index in range(args.rounds):
+                    for count in threads:  # the baseline, between rounds of the servers
+                        torch.set_num_threads(count)
+                        bare[count].append(bare_rate(predictor, [task], x, 1.0)[0])
+                    for size, clients in cells:
+                        servers = ["strata", "peer"][:: 1 if round_index % 2 == 0 else -1]
+                        if size == largest and clients == max(args.clients):
+                            servers.append("strata_v2")
+                        for server in servers:
+                            into = loads[(size, clients)].setdefault(server, Load())
+                            route = routes[size][server]
+                            load(url[server], [task], route, clients, args.seconds, into)
+        finally:
+            stop_ray()
+            registry.close()
 
-        def bare_rates() -> dict[int, tuple[float, float]]:
-            rates = {}
-            for count in threads:
-                torch.set_num_threads(count)
-                rates[count] = bare_rate(predictor, names, x, round_seconds / 4)
-            return rates
-
-        served, bare, ratios = Load(), {count: [] for count in threads}, []
-        served_v2, v2_ratios = Load(), []
-        client_cpu = server_cpu = 0.0
-        for _ in range(args.rounds):
-            before = bare_rates()
-            clients_start, servers_start = serving_cpu()
-            rate = load(url, names, predict, args.clients, round_seconds, served) * args.batch
-            clients_end, servers_end = serving_cpu()
-            v2_ratios.append(
-                load(url, names, v2, args.clients, round_seconds, served_v2) * args.batch / rate
-            )
-            client_cpu += clients_end - clients_start
-            server_cpu += servers_end - servers_start
-            after = bare_rates()
-            for count in threads:
-                bare[count] += [before[count], after[count]]
-            ratios.append(rate / max((before[n][0] + after[n][0]) / 2 for n in threads))
-        stop_ray()
-        registry.close()
-
-    result = served.summary()
-    v2_result = served_v2.summary()
-    bare_cpu_per_image = statistics.median(cpu for _, cpu in bare[1])
-    served_images = result["requests_per_s"] * args.batch
-    ratio = statistics.median(ratios)
+    bare_best = max(statistics.mean(rates) for rates in bare.values())
+    results = [
+        {"images": size, "clients": clients, **cell_summary(loads[(size, clients)], size,
+                                                               bare_best)}
+        for size, clients in cells
+    ]  # fmt: skip
+    failed = sum(cell[s]["failed"] for cell in results for s in ("strata", "peer"))
+    online = next(
+        (c for c in results if c["images"] == min(args.sizes) and c["clients"] == 16), None
+    )
+    full = [c for c in results if c["images"] == largest]
+    targets = {
+        "one_image_16_clients_vs_peer": online and online["strata_vs_peer"] >= 1.0,
+        "one_image_16_clients_p99_vs_peer": online and online["p99_vs_peer"] <= 2.0,
+        "full_batch_vs_bare": all(c["strata_vs_bare"] >= 0.95 for c in full),
+        "no_failures": failed == 0,
+    }
     print(
         json.dumps(
             {
                 "benchmark": "serve_load",
                 "cpus": os.cpu_count(),
+                "load_average_at_start": [round(value, 2) for value in load_average],
+                "load_average_at_end": [round(value, 2) for value in os.getloadavg()],
                 "width": args.width,
-                "tasks": args.tasks,
-                "clients": args.clients,
-                "batch": args.batch,
-                "format": args.format,
-                "ingress": "haproxy" if args.haproxy else "proxy",
-                "request_bytes": len(body[0]),
                 "replicas": args.replicas,
-                **result,
-                "images_per_s": round(served_images, 1),
+                "ingress": "haproxy" if args.haproxy else "proxy",
+                "batch_wait_ms": args.batch_wait_ms,
+                "seconds_per_cell": args.seconds * args.rounds,
                 "bare_images_per_s_by_threads": {
-                    n: round(statistics.mean(r for r, _ in values), 1) for n, values in bare.items()
+                    n: round(statistics.mean(rates), 1) for n, rates in bare.items()
                 },
-                "throughput_vs_bare": round(ratio, 3),
-                "throughput_vs_bare_per_round": [round(r, 3) for r in ratios],
-                # CPU time is what a busy machine cannot distort: images per CPU-second of
-                # the server (every Ray process) against the bare loop on one thread.
-                "cpu_ms_per_request": {
-                    "server": round(1000 * server_cpu / result["requests"], 1),
-                    "load_clients": round(1000 * client_cpu / result["requests"], 1),
-                    "bare_forward": round(1000 * bare_cpu_per_image * args.batch, 1),
-                },
-                "cpu_efficiency_vs_bare": round(
-                    bare_cpu_per_image * args.batch * result["requests"] / server_cpu, 3
-                ),
-                "target_ratio": 0.6,
-                "v2": {
-                    **v2_result,
-                    "request_bytes": len(v2.content),
-                    "images_per_s": round(v2_result["requests_per_s"] * args.batch, 1),
-                },
-                "v2_vs_predict": round(statistics.median(v2_ratios), 3),
-                "v2_vs_predict_per_round": [round(r, 3) for r in v2_ratios],
-                "v2_target_ratio": 0.95,
-                "ok": result["failed"] == 0 and ratio >= 0.6,
-                "v2_ok": v2_result["failed"] == 0 and statistics.median(v2_ratios) >= 0.95,
+                "cells": results,
+                "targets": targets,
+                "ok": all(targets.values()),
             },
             indent=2,
         )

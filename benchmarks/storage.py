@@ -10,18 +10,22 @@ and each task's effective mask), then reports:
 - the time to load the head version as a replica does (deltas: materialise them into the
   weights and owner bit planes, ``load_serving_network``; 0002: read and decode one full
   blob, as that code's ``load_network`` did), the two measured alternately so that a busy
-  machine slows both alike (``load_version_vs_0002``: the median of the rounds' ratios);
+  machine slows both alike (``load_version_vs_0002``: the median of the rounds' ratios; the
+  same for the CPU time of all threads, ``load_version_cpu_vs_0002``, since the deltas are
+  read on a thread pool);
   and, for information, the load with a dense owner map that training and commits use
   (``load_network``);
 - the task-switch time of a replica's ``Predictor`` (``view(task).tensors()``, every task
   loaded) with owner bit planes against 0002's int32 maps;
 - the bytes a replica holding every task keeps ÷ one dense float32 network, split into the
-  shared part (weights + owners) and the tasks' private parameters.
+  shared part (weights + owners) and the tasks' private parameters (and of those, the
+  classifier heads).
 Targets: stored ≤ 1 + N/32 + 0.05 at N = 10 (private parameters aside); load and switch no
 slower than 0002; resident ≤ 1.2.
 
 Run from the repository root:
     .venv/bin/python -m benchmarks.storage [--tasks 10] [--width 0.0625] [--threads 1]
+        [--load-threads 4]
 """
 
 from __future__ import annotations
@@ -41,19 +45,20 @@ import torch
 from base.layers import prunable_layer_names
 from base.location import RegistryLocation
 from benchmarks.task_switch import median_ms
-from registry import db
+from registry import db, versions
 from registry.blobstore import BlobStore
 from registry.codecs import decode_arrays
+from registry.models import Task
+from registry.records import TaskRow
 from registry.store import Registry
 from tests.registries import build_registry
 from tests.synthetic import synthetic_task
 from tests.workers.serving.serving_support import resident_bytes, unique_bytes
-from workers.backbone import BackboneConfig
+from workers.backbone import BackboneConfig, head_key
 from workers.inference import Predictor
 from workers.loading import (
     OWNER_PREFIX,
     WEIGHT_PREFIX,
-    backbone_of,
     load_network,
     load_serving_network,
 )
@@ -61,6 +66,12 @@ from workers.network import SharedNetwork
 from workers.ownership import Ownership
 
 CHECKPOINTS = (1, 5, 10)
+FIRST_TASK_0002 = (
+    TaskRow.query()
+    .with_only_columns(*(c for c in TaskRow.query().selected_columns if c.name != "class_names"))
+    .order_by(Task.seq)
+    .limit(1)
+)
 
 
 def location_in(folder: Path) -> RegistryLocation:
@@ -81,8 +92,10 @@ def load_full_version(registry: Registry) -> SharedNetwork:
     """Revision 0002's ``load_network``: the backbone and head rows, one blob of every weight
     and an int32 owner map read and decoded, its arrays copied into tensors, owners kept
     int32 (0002's ``Ownership`` converted nothing)."""
-    config = backbone_of(registry)
-    assert config is not None and (head := registry.head()) is not None
+    with registry.engine.connect() as conn:  # first_task's query, less 0004's column
+        row = conn.execute(FIRST_TASK_0002).mappings().first()
+        config = BackboneConfig.from_dict(row["backbone"])
+    assert (head := registry.head()) is not None
     arrays = decode_arrays(registry.read_blob(head.weights))
     layers = [layer for layer in prunable_layer_names() if WEIGHT_PREFIX + layer in arrays]
     ownership = object.__new__(Ownership)
@@ -93,21 +106,37 @@ def load_full_version(registry: Registry) -> SharedNetwork:
     return SharedNetwork(config, weights, ownership)
 
 
-def alternating(actions: dict[str, Callable[[], object]], repeat: int) -> dict[str, list[float]]:
-    """Wall times of each action in milliseconds, the actions called in turn (a busy machine
-    then slows them alike, and each round's ratio compares like with like)."""
-    times: dict[str, list[float]] = {name: [] for name in actions}
+def alternating(
+    actions: dict[str, Callable[[], object]], repeat: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall and CPU times (every thread of the process) of each action in milliseconds, the
+    actions called in turn (a busy machine then slows them alike, and each round's ratio
+    compares like with like)."""
+    wall: dict[str, list[float]] = {name: [] for name in actions}
+    cpu: dict[str, list[float]] = {name: [] for name in actions}
     for _ in range(repeat):
         for name, action in actions.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             action()
-            times[name].append(1000 * (time.perf_counter() - start))
-    return times
+            wall[name].append(1000 * (time.perf_counter() - start))
+            cpu[name].append(1000 * (time.process_time() - start_cpu))
+    return wall, cpu
 
 
-def private_bytes(predictor: Predictor) -> int:
+def median_ratio(times: dict[str, list[float]], name: str, baseline: str) -> float:
+    """The median over the rounds of ``name``'s time ÷ ``baseline``'s."""
+    rounds = zip(times[name], times[baseline], strict=True)
+    return round(statistics.median(new / old for new, old in rounds), 3)
+
+
+def private_bytes(predictor: Predictor, prefix: str = "") -> int:
+    """Bytes of the loaded tasks' private parameters (those whose key starts with
+    ``prefix``)."""
     return unique_bytes(
-        tensor for task in predictor.loaded for tensor in predictor.view(task).private.values()
+        tensor
+        for task in predictor.loaded
+        for key, tensor in predictor.view(task).private.items()
+        if key.startswith(prefix)
     )
 
 
@@ -122,8 +151,12 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=1 / 16)
     parser.add_argument("--repeat", type=int, default=30)
     parser.add_argument("--threads", type=int, default=1, help="1, as in a Serve replica")
+    parser.add_argument(
+        "--load-threads", type=int, default=versions.WORKERS, help="threads reading deltas"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    versions.WORKERS = args.load_threads
 
     config = BackboneConfig(width=args.width, input_size=32, in_channels=1)
     names = [f"task{i}" for i in range(args.tasks)]
@@ -144,7 +177,7 @@ def main() -> None:
             stored = {n: stored_after(new, dense, n) for n in checkpoints}
             stored_full = {n: stored_after(old, dense, n) for n in checkpoints}
 
-            loads = alternating(
+            loads, loads_cpu = alternating(
                 {
                     "replica": lambda: load_serving_network(new),
                     "0002": lambda: load_full_version(old),
@@ -167,6 +200,7 @@ def main() -> None:
             switch_full = switch_ms(predictor_full, names, args.repeat)
             resident, resident_full = resident_bytes(predictor), resident_bytes(predictor_full)
             private = private_bytes(predictor)
+            heads = private_bytes(predictor, head_key(config))
 
     target = 1 + args.tasks / 32 + 0.05
     print(
@@ -183,12 +217,11 @@ def main() -> None:
                 "load_version_ms": round(statistics.median(loads["replica"]), 3),
                 "load_version_0002_ms": round(statistics.median(loads["0002"]), 3),
                 "load_version_owner_map_ms": round(statistics.median(loads["owner_map"]), 3),
-                "load_version_vs_0002": round(
-                    statistics.median(
-                        new / old for new, old in zip(loads["replica"], loads["0002"], strict=True)
-                    ),
-                    3,
-                ),
+                "load_version_vs_0002": median_ratio(loads, "replica", "0002"),
+                "load_version_cpu_ms": round(statistics.median(loads_cpu["replica"]), 3),
+                "load_version_0002_cpu_ms": round(statistics.median(loads_cpu["0002"]), 3),
+                "load_version_cpu_vs_0002": median_ratio(loads_cpu, "replica", "0002"),
+                "load_threads": versions.WORKERS,
                 "switch_ms": round(switch, 4),
                 "switch_0002_ms": round(switch_full, 4),
                 "resident_vs_dense": round(resident / dense, 4),
@@ -196,6 +229,7 @@ def main() -> None:
                 "resident_shared_vs_dense": round((resident - private) / dense, 4),
                 "resident_shared_vs_dense_0002": round((resident_full - private) / dense, 4),
                 "resident_private_vs_dense": round(private / dense, 4),
+                "resident_private_heads_vs_dense": round(heads / dense, 4),
                 "target_resident_vs_dense": 1.2,
             },
             indent=2,

@@ -81,7 +81,10 @@ def validate_options(options: AddTaskOptions) -> None:
     """Raise StrataError for the first option that is out of range; touches nothing."""
     check_task_name(options.name)
     check_backbone(options.backbone)
-    _require(options.data.strip() != "", "--data must name a data set, e.g. builtin:mnist")
+    _require(
+        options.data.strip() != "" or options.import_head,  # import-base may come without data
+        "--data must name a data set, e.g. builtin:mnist",
+    )
     _require(
         options.granularity in GRANULARITIES,
         f"--granularity must be 'weight' or 'filter', not {options.granularity!r}",

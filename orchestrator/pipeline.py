@@ -38,9 +38,10 @@ from workers.loading import (
     private_from_arrays,
 )
 from workers.network import PrivateParams, SharedNetwork, head_classes
-from workers.pretrained import pretrained_network
+from workers.pretrained import imported_outcome, pretrained_network
 from workers.similarity import choose_reference
 from workers.similarity_ray import similarities
+from workers.summary import SUMMARY_KIND
 from workers.training import TrainConfig
 from workers.training_ray import (
     JobHeartbeat,
@@ -49,6 +50,8 @@ from workers.training_ray import (
     gpu_request,
     train_task,
 )
+
+NO_SUMMARY = "none"  # the summary kind of a task imported without data (no arrays)
 
 
 def train_config(options: AddTaskOptions) -> TrainConfig:
@@ -62,7 +65,7 @@ class PreparedTask:
     options: AddTaskOptions
     network: SharedNetwork
     parent_version_id: int | None
-    data: TaskData
+    data: TaskData | None  # None: import-base without --data (nothing to train or summarise)
     policy: RatePolicy
     # The first task's biases and normalisation state from a ``--weights`` file (else None).
     pretrained: PrivateParams | None = None
@@ -117,23 +120,25 @@ def prepare(
     else:
         network = load_network(registry, head.id)
     policy = load_policy(options.policy, network.layers, config.name)
-    data = load_data(
-        options.data,
-        image_size=config.input_size,
-        channels=config.in_channels,
-        seed=options.seed,
-        limit=options.limit,
-    )
+    data = None
+    if options.data:
+        data = load_data(
+            options.data,
+            image_size=config.input_size,
+            channels=config.in_channels,
+            seed=options.seed,
+            limit=options.limit,
+        )
     if options.import_head and pretrained is not None:
-        _check_imported_head(options, head_classes(pretrained, config), data.num_classes)
+        _check_imported_head(options, head_classes(pretrained, config), data)
     return PreparedTask(options, network, head.id if head else None, data, policy, pretrained)
 
 
-def _check_imported_head(options: AddTaskOptions, outputs: int, data_classes: int) -> None:
+def _check_imported_head(options: AddTaskOptions, outputs: int, data: TaskData | None) -> None:
     """The data's labels and the class-name file must fit the imported head's outputs."""
-    if data_classes > outputs:
+    if data is not None and data.num_classes > outputs:
         raise StrataError(
-            f"--data has {data_classes} classes but the imported head has {outputs} outputs"
+            f"--data has {data.num_classes} classes but the imported head has {outputs} outputs"
         )
     if options.classes is not None:
         names = read_class_names(options.classes)
@@ -214,9 +219,18 @@ def _run(
     stage: ProgressHook,
 ) -> TaskRow:
     options = prepared.options
+    if prepared.data is None:
+        stage("freeing the smallest weights of the imported network")
+        rates = prepared.policy.rates(prepared.network.layers, None, prepared.network.config.name)
+        outcome = imported_outcome(
+            prepared.network, prepared.pretrained, rates, options.granularity
+        )
+        stage("committing")
+        trained = TrainedTask(outcome, {}, "cpu", "")
+        return registry.commit_task(_commit(prepared, trained, None, None, []))
     reference, jsd, found = None, None, []
     if prepared.parent_version_id is not None:
-        names = [task.name for task in registry.candidates(options.candidates)]
+        names = comparable(registry.candidates(options.candidates))
         stage(f"similarity against {len(names)} candidate task(s)")
         found = similarities(location.db_url, location.store_uri, names, prepared.data.x_train)
         reference, jsd = choose_reference(found)
@@ -247,6 +261,13 @@ def _run(
     trained: TrainedTask = _follow(registry, job_id, pending, stage)
     stage("committing")
     return registry.commit_task(_commit(prepared, trained, reference, jsd, found))
+
+
+def comparable(candidates: list[TaskRow]) -> list[str]:
+    """The candidates that have a data summary: a task imported without data has none, so
+    it is never compared with (a later task with no comparable candidate takes the
+    first-task rates, as when the candidate policy selects none)."""
+    return [task.name for task in candidates if task.data_spec]
 
 
 def _follow(registry: Registry, job_id: str, pending: ray.ObjectRef, stage: ProgressHook):
@@ -280,6 +301,7 @@ def _commit(
         num_classes=outputs,
         parent_version_id=prepared.parent_version_id,
         summary=trained.summary,
+        summary_kind=SUMMARY_KIND if trained.summary else NO_SUMMARY,
         reference=reference,
         jsd=jsd,
         similarities=found,
@@ -289,6 +311,7 @@ def _commit(
             "device": trained.device,
             "node": trained.node,
             "options": asdict(prepared.options),
+            "eval_crop": prepared.data is not None and prepared.data.eval_crop,
         },
         class_names=_class_names(prepared, outputs),
     )
@@ -298,5 +321,5 @@ def _class_names(prepared: PreparedTask, outputs: int) -> list[str] | None:
     """``--classes``, else the data's (folder names, an npz's ``names``, built-in digits)."""
     if prepared.options.classes is not None:
         return read_class_names(prepared.options.classes)
-    names = list(prepared.data.class_names)
+    names = list(prepared.data.class_names) if prepared.data is not None else []
     return names if len(names) == outputs else None

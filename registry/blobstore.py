@@ -193,8 +193,11 @@ class BlobStore:
     def _read(self, reference: str) -> bytes:
         path = self._path(reference)
         try:
-            # A local read without fsspec's open: a version is one read per task delta.
-            return Path(path).read_bytes() if self.is_local else self.fs.cat_file(path)
+            if not self.is_local:
+                return self.fs.cat_file(path)
+            # Without fsspec's open or a Path: a version is two reads per task delta.
+            with open(path, "rb") as handle:
+                return handle.read()
         except FileNotFoundError as exc:
             raise BlobMissing(f"blob {reference} is missing from the store {self.uri}") from exc
         except IsADirectoryError as exc:

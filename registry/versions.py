@@ -1,10 +1,13 @@
-"""Reading a model version from the stored deltas of its tasks, as fast as one full blob.
+"""Reading a model version from the stored deltas of its tasks.
 
 Version k is the deltas of tasks 1…k applied in seq order (``registry.deltas``). Loading it
 is what a replica does at start, so it is built for speed: one query names every blob (and
-the backbone), each blob is read and hash-checked once, and each delta is applied with one
-scatter of its values. (Reading the next blobs on a thread while a delta is applied was
-tried and measured slower on 2 busy cores.)
+the backbone); each blob is read and hash-checked once; each delta's values are scattered
+by index from the set positions of its mask. Reading, hashing, decoding and scattering
+release the GIL, so they run on a small thread pool, a delta's scatter split into chunks of
+its mask so that the large first delta spreads over the threads too; only the owner bit
+planes are built in seq order, which also makes the first damaged delta (in seq order) the
+one an error names.
 
 Who owns what is kept as :class:`OwnerBits`: bit i of every weight's owner id, packed 8
 weights a byte, ceil(log2(k+1)) planes in all (4 bits a weight for 10 tasks, not a uint8 or
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cache, cached_property
 from typing import Any
@@ -31,7 +35,39 @@ from registry.errors import BlobCorrupted, BlobMissing, RegistryError
 from registry.models import Blob, ModelVersion, Task
 from registry.ownership import owner_dtype
 
+WORKERS = 4  # threads reading and scattering the deltas of a network over one chunk
+CHUNK_BYTES = 1 << 17  # mask bytes a thread scatters at a time (1 Mi weights)
 DENSE = 10  # a delta taking over 1/DENSE of the weights is scattered via a full unpack
+
+
+def set_positions(packed: np.ndarray, numel: int, expected: int) -> np.ndarray:
+    """The flat positions of the set bits of ``packed`` (a mask of ``numel`` weights,
+    ``expected`` of them set if it is intact), ascending. This is most of what loading a
+    version costs, so it takes the faster of two ways: a dense mask is unpacked and searched
+    whole (``np.place`` or boolean indexing would branch on every weight, several times
+    slower); a sparse one, as most tasks' are, only in the bytes that hold a set bit."""
+    if expected * DENSE > numel:
+        return np.flatnonzero(unpack_bits(packed, numel))
+    nonzero = np.flatnonzero(packed != 0)  # via bool: numpy finds those fastest
+    bits = np.flatnonzero(np.unpackbits(packed[nonzero], bitorder=MASK_BITORDER).view(bool))
+    positions = nonzero[bits >> 3]  # in place from here: these arrays are most of the cost
+    positions <<= 3
+    bits &= 7
+    positions += bits
+    return positions
+
+
+def set_bits(packed: np.ndarray) -> int:
+    """How many bits of ``packed`` are set (counted 64 at a time)."""
+    words = packed[: packed.size // 8 * 8].view(np.uint64)
+    return int(np.bitwise_count(words).sum()) + int(
+        np.bitwise_count(packed[words.size * 8 :]).sum()
+    )
+
+
+def unpack_bits(packed: np.ndarray, numel: int) -> np.ndarray:
+    """Packed bits as one bool per weight."""
+    return np.unpackbits(packed, count=numel, bitorder=MASK_BITORDER).view(bool)
 
 
 class OwnerBits:
@@ -89,19 +125,7 @@ class OwnerBits:
 
     def unpack(self, packed: np.ndarray) -> np.ndarray:
         """Packed bits as one bool per weight."""
-        return np.unpackbits(packed, count=self.numel, bitorder=MASK_BITORDER).view(bool)
-
-    def set_positions(self, packed: np.ndarray, expected: int) -> np.ndarray:
-        """The flat positions of the set bits of ``packed`` (``expected`` of them, if it is
-        intact), ascending. This is most of what loading a version costs, so it takes the
-        faster of two ways: a dense mask is unpacked and searched whole (``np.place`` or
-        boolean indexing would branch on every weight, several times slower); a sparse one,
-        as most tasks' are, only in the bytes that hold a set bit."""
-        if expected * DENSE > self.numel:
-            return np.flatnonzero(self.unpack(packed))
-        nonzero = np.flatnonzero(packed != 0)  # via bool: numpy finds those fastest
-        bits = np.flatnonzero(np.unpackbits(packed[nonzero], bitorder=MASK_BITORDER).view(bool))
-        return nonzero[bits >> 3] * 8 + (bits & 7)
+        return unpack_bits(packed, self.numel)
 
     def owner_map(self, dtype: np.dtype) -> np.ndarray:
         """The owner id of every weight, flat, as ``dtype``."""
@@ -165,14 +189,13 @@ class _DeltaRef:
             f"network: {problem}"
         )
 
-
-@dataclass(frozen=True)
-class _Read:
-    """One delta as read: its packed mask (little bit order), layout and values per layer."""
-
-    packed: np.ndarray
-    shapes: dict[str, tuple[int, ...]]
-    values: dict[str, np.ndarray]
+    def layout(self) -> dict[str, tuple[int, ...]]:
+        """The layer shapes, in flat order, that the mask's meta records."""
+        try:
+            return {name: tuple(map(int, shape)) for name, shape in self.mask_meta["layers"]}
+        except (KeyError, TypeError, ValueError) as exc:
+            problem = BlobCorrupted(f"its mask's layout meta is unreadable: {exc!r}")
+            raise self.unusable(problem) from exc
 
 
 @cache
@@ -204,55 +227,88 @@ def _delta_query(head: bool) -> Select[Any]:
     )
 
 
-def _read(blobs: BlobStore, ref: _DeltaRef) -> _Read:
-    """A delta's blobs, hash-checked and decoded; BlobMissing / BlobCorrupted name the task."""
+class _Inline(Executor):
+    """Runs each call at once: a small network loads faster without threads to start."""
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future: Future[Any] = Future()
+        try:
+            future.set_result(fn(*args, **kwargs))
+        except BaseException as exc:  # raised where its result is asked for, as on a thread
+            future.set_exception(exc)
+        return future
+
+
+@dataclass(frozen=True)
+class _Read:
+    """One delta as read and checked: its packed mask, its values in flat order, and how
+    many of them each chunk of CHUNK_BYTES mask bytes takes."""
+
+    packed: np.ndarray
+    values: np.ndarray
+    layer_sizes: np.ndarray
+    chunk_counts: list[int]
+
+
+def _read_mask(blobs: BlobStore, ref: _DeltaRef, numel: int) -> np.ndarray:
+    """A delta's mask blob, hash-checked, packed in MASK_BITORDER."""
+    data = blobs.get(ref.mask_key, ref.mask_sha256)
+    if len(data) != mask_nbytes(numel):
+        raise BlobCorrupted(f"mask has {len(data)} bytes, expected {mask_nbytes(numel)}")
+    packed = np.frombuffer(data, np.uint8)
+    order = ref.mask_meta.get("bitorder", MASK_BITORDER)
+    if order != MASK_BITORDER:
+        bits = np.unpackbits(packed, count=numel, bitorder=order)
+        packed = np.packbits(bits, bitorder=MASK_BITORDER)
+    return packed
+
+
+def _read(blobs: BlobStore, version: PackedVersion, ref: _DeltaRef) -> _Read:
+    """One delta's blobs, hash-checked and decoded, and checked to fit the network as far as
+    the counts go (which layer each value lands in is checked as it is scattered)."""
+    if ref.layout() != version.shapes:
+        raise ref.misfit(f"delta layers {ref.layout()} differ from the network's {version.shapes}")
+    numel = version.bits.numel
     try:
-        data = blobs.get(ref.mask_key, ref.mask_sha256)
-        meta = ref.mask_meta
-        shapes = {name: tuple(shape) for name, shape in meta["layers"]}
-        numel = int(meta["numel"])
-        if len(data) != mask_nbytes(numel) or sum(map(math.prod, shapes.values())) != numel:
-            raise BlobCorrupted(
-                f"mask has {len(data)} bytes and layers of "
-                f"{sum(map(math.prod, shapes.values()))} weights, expected "
-                f"{mask_nbytes(numel)} bytes for {numel} weights"
-            )
-        packed = np.frombuffer(data, np.uint8)
-        order = meta.get("bitorder", MASK_BITORDER)
-        if order != MASK_BITORDER:
-            bits = np.unpackbits(packed, count=numel, bitorder=order)
-            packed = np.packbits(bits, bitorder=MASK_BITORDER)
-        values = decode_values(blobs.get(ref.values_key, ref.values_sha256), list(shapes))
+        packed = _read_mask(blobs, ref, numel)
+        values = decode_values(blobs.get(ref.values_key, ref.values_sha256), list(version.shapes))
     except (BlobMissing, BlobCorrupted) as exc:
         raise ref.unusable(exc) from exc
-    return _Read(packed, shapes, values)
-
-
-def _apply(version: PackedVersion, ref: _DeltaRef, delta: _Read) -> None:
-    """Scatter one delta's values into ``version`` and hand its weights to its task."""
-    if delta.shapes != version.shapes:
-        raise ref.misfit(f"delta layers {delta.shapes} differ from the network's {version.shapes}")
-    positions = version.bits.set_positions(delta.packed, sum(v.size for v in delta.values.values()))
-    if positions.size and positions[-1] >= version.bits.numel:
+    if numel % 8 and packed[-1] >> numel % 8:
         raise ref.misfit("its mask sets bits past the last weight")
-    counts = np.diff(np.searchsorted(positions, version.bounds))
-    for name, count in zip(version.shapes, counts.tolist(), strict=True):
-        if delta.values[name].size != count:
-            raise ref.misfit(
-                f"layer {name}: {delta.values[name].size} values for {count} new weights"
-            )
-    clash = version.bits.take(delta.packed, ref.seq)
-    if clash:
-        raise ref.misfit(f"{clash} new weights were already owned")
-    ends = np.cumsum(counts).tolist()  # layer by layer: no concatenated copy of the values
-    for values, start, end in zip(delta.values.values(), [0, *ends[:-1]], ends, strict=True):
-        version.weights[positions[start:end]] = values
+    chunk_counts = [
+        set_bits(packed[start : start + CHUNK_BYTES])
+        for start in range(0, packed.size, CHUNK_BYTES)
+    ]
+    layer_sizes = np.array([layer.size for layer in values.values()])
+    if sum(chunk_counts) != layer_sizes.sum():
+        raise ref.misfit(f"{layer_sizes.sum()} values for {sum(chunk_counts)} new weights")
+    return _Read(packed, np.concatenate(list(values.values())), layer_sizes, chunk_counts)
+
+
+def _scatter(version: PackedVersion, delta: _Read, chunk: int, offset: int) -> np.ndarray:
+    """Write the values of mask bytes ``chunk``·CHUNK_BYTES… (``offset`` values precede
+    them) into ``version.weights``; how many of them fall in each layer.
+
+    Chunks of every delta are scattered concurrently: an intact delta writes only weights
+    no other owns, and one that overlaps another is refused by ``OwnerBits.take`` before
+    the version is handed out.
+    """
+    first = chunk * CHUNK_BYTES
+    packed = delta.packed[first : first + CHUNK_BYTES]
+    count = delta.chunk_counts[chunk]
+    numel = min(packed.size * 8, version.bits.numel - first * 8)
+    positions = set_positions(packed, numel, count)
+    if first:
+        positions += first * 8
+    version.weights[positions] = delta.values[offset : offset + count]
+    return np.diff(np.searchsorted(positions, version.bounds))
 
 
 def read_version(engine: Engine, blobs: BlobStore, version: int | None = None) -> PackedVersion:
     """Version ``version`` (default: the head) from its tasks' deltas; RegistryError if there
     is no such version, BlobMissing / BlobCorrupted if a delta is absent, damaged or does not
-    fit (naming its task)."""
+    fit (naming its task; of several damaged blobs, the first in seq order)."""
     with engine.connect() as conn:
         rows = conn.execute(_delta_query(version is None), {"version": version})
         refs = [_DeltaRef(*row) for row in rows]
@@ -262,18 +318,40 @@ def read_version(engine: Engine, blobs: BlobStore, version: int | None = None) -
             if version is None
             else f"no model version {version} in the registry"
         )
-    result: PackedVersion | None = None
-    for ref in refs:
-        delta = _read(blobs, ref)
-        if result is None:
-            numel = sum(map(math.prod, delta.shapes.values()))
-            result = PackedVersion(
-                refs[0].backbone,
-                delta.shapes,
-                np.zeros(numel, VALUE_DTYPE),
-                OwnerBits.empty(numel, refs[-1].seq),
-                refs[-1].seq,
-            )
-        _apply(result, ref, delta)
-    assert result is not None
+    shapes = refs[0].layout()
+    numel = sum(map(math.prod, shapes.values()))
+    result = PackedVersion(
+        refs[0].backbone,
+        shapes,
+        np.zeros(numel, VALUE_DTYPE),
+        OwnerBits.empty(numel, refs[-1].seq),
+        refs[-1].seq,
+    )
+    # Reading, hashing, decoding and scattering let go of the GIL, so they run on a thread
+    # pool (for a network of more than one chunk), a delta's scatter in chunks; the owner
+    # planes are built here, in seq order.
+    threaded = WORKERS > 1 and numel > CHUNK_BYTES * 8
+    pool = ThreadPoolExecutor(WORKERS, "strata-delta") if threaded else _Inline()
+    with pool:
+        try:
+            scattered = []
+            reads = pool.map(lambda ref: _read(blobs, result, ref), refs)
+            for ref, delta in zip(refs, reads, strict=True):
+                clash = result.bits.take(delta.packed, ref.seq)
+                if clash:
+                    raise ref.misfit(f"{clash} new weights were already owned")
+                offsets = np.cumsum([0, *delta.chunk_counts[:-1]]).tolist()
+                chunks = [
+                    pool.submit(_scatter, result, delta, chunk, offset)
+                    for chunk, offset in enumerate(offsets)
+                ]
+                scattered.append((ref, delta.layer_sizes, chunks))
+            for ref, sizes, chunks in scattered:
+                counts = sum(chunk.result() for chunk in chunks)
+                for name, size, count in zip(shapes, sizes, counts, strict=True):
+                    if size != count:
+                        raise ref.misfit(f"layer {name}: {size} values for {count} new weights")
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
     return result

@@ -3,7 +3,7 @@
 In-memory tensors and image folders take the same path: a sampler yields each batch's
 positions and the data set returns ``(x[positions], y[positions])``. For tensors that is
 exactly the indexing training always did (same seeded order, same values); for a
-:class:`~workers.data.stream.FolderImages` it decodes just that batch, in ``workers``
+:class:`~workers.data.stream.StreamedImages` it reads just that batch, in ``workers``
 worker processes, so memory does not grow with the data set.
 """
 
@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from base.errors import DataError, first_line
 from workers.data.spec import Images
-from workers.data.stream import FolderImages
+from workers.data.stream import StreamedImages
 
 
 class _Pairs(Dataset):
@@ -75,9 +75,10 @@ def batches(
     pin_memory: bool = False,
 ) -> DataLoader:
     """Shuffled batches (a fresh seeded order each pass) when ``generator`` is given, else in
-    order. Tensors are read in this process; folders by ``workers`` processes. ``shard``:
-    this data-parallel worker's part of each batch; ``pin_memory`` for copies to a GPU."""
-    workers = workers if isinstance(x, FolderImages) else 0
+    order. Tensors are read in this process; streamed images by ``workers`` processes.
+    ``shard``: this data-parallel worker's part of each batch; ``pin_memory`` for copies to a
+    GPU."""
+    workers = workers if isinstance(x, StreamedImages) else 0
     return DataLoader(
         _Pairs(x, y),
         sampler=_Batches(len(y), batch_size, generator, shard),

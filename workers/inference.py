@@ -34,19 +34,21 @@ class Prediction:
     logits: torch.Tensor
     jsd: float | None = None  # set when the task was chosen automatically
     class_names: tuple[str, ...] = ()  # what each label means (the task's; else numbers)
+    forward_inputs: int = 0  # inputs of the forward that gave these rows (served batches join)
+
+    def classes(self, labels: torch.Tensor) -> list[str]:
+        """The task's name for each label (the label's number where the task names none)."""
+        names = self.class_names
+        return [names[label] if label < len(names) else str(label) for label in labels.tolist()]
 
     def to_dict(self, inputs: list[str]) -> dict:
         probabilities = torch.softmax(self.logits, dim=1)
         scores, labels = probabilities.max(dim=1)
-        names = self.class_names
         rows = [  # tolist(): one conversion, not one tensor per row
-            {
-                "input": name,
-                "label": label,
-                "class": names[label] if label < len(names) else str(label),
-                "score": score,
-            }
-            for name, label, score in zip(inputs, labels.tolist(), scores.tolist(), strict=True)
+            {"input": name, "label": label, "class": kind, "score": score}
+            for name, label, kind, score in zip(
+                inputs, labels.tolist(), self.classes(labels), scores.tolist(), strict=True
+            )
         ]
         result: dict = {"task": self.task, "predictions": rows}
         if self.jsd is not None:
@@ -68,7 +70,11 @@ class Predictor:
             version = head.id
         self.version = version
         self.network = load_serving_network(registry, version)
-        self.tasks = [t.name for t in registry.list_tasks() if t.model_version_id <= version]
+        rows = [t for t in registry.list_tasks() if t.model_version_id <= version]
+        self.tasks = [t.name for t in rows]
+        # Tasks evaluated with resize + center crop (RGB photos); ``auto`` fits like task 1.
+        self._crop = {t.name for t in rows if (t.extra or {}).get("eval_crop")}
+        self._first = rows[0].name if rows else None
         self.max_tasks = max_tasks
         self._views: OrderedDict[str, TaskView] = OrderedDict()
 
@@ -89,9 +95,11 @@ class Predictor:
     def loaded(self) -> list[str]:
         return list(self._views)
 
-    def fit(self, x: torch.Tensor) -> torch.Tensor:
+    def fit(self, x: torch.Tensor, task: str | None = None) -> torch.Tensor:
+        """``x`` fitted as ``task``'s evaluation fitted its data (``auto``/None: as task 1)."""
         config = self.network.config
-        return fit_images(x, config.input_size, config.in_channels)
+        crop = (self._first if task in (None, AUTO) else task) in self._crop
+        return fit_images(x, config.input_size, config.in_channels, crop=crop)
 
     def choose_task(self, x: torch.Tensor) -> tuple[str, float]:
         """The task whose stored data summary is closest (smallest JSD) to this batch."""
@@ -110,7 +118,7 @@ class Predictor:
         return best, scores[best]
 
     def predict(self, task: str, x: torch.Tensor) -> Prediction:
-        x = self.fit(x)
+        x = self.fit(x, task)
         if task == AUTO:
             chosen, jsd = self.choose_task(x)
             view = self.view(chosen)
@@ -119,8 +127,11 @@ class Predictor:
         return Prediction(task, view.logits(x), class_names=view.class_names)
 
 
-def read_inputs(paths: list[Path], predictor: Predictor) -> tuple[list[str], torch.Tensor]:
-    """Image files and ``.npz`` (array ``x``) or ``.npy`` batches, fitted, as one batch.
+def read_inputs(
+    paths: list[Path], predictor: Predictor, task: str | None = None
+) -> tuple[list[str], torch.Tensor]:
+    """Image files and ``.npz`` (array ``x``) or ``.npy`` batches, fitted for ``task``
+    (``Predictor.fit``), as one batch.
 
     Every bad input is a one-line DataError naming its file, read with the same size and
     pixel limits as training data.
@@ -132,7 +143,7 @@ def read_inputs(paths: list[Path], predictor: Predictor) -> tuple[list[str], tor
     for path in paths:
         input_names, images = _read_input(path, predictor.network.config.input_size)
         names += input_names
-        batches.append(predictor.fit(images))
+        batches.append(predictor.fit(images, task))
     return names, torch.cat(batches)
 
 

@@ -15,8 +15,12 @@ import torch
 from torch import nn
 
 from base.errors import StrataError
+from base.records import LayerStats
 from workers.backbone import BackboneConfig, build_backbone, head_key, prunable_layers, weight_key
-from workers.network import PrivateParams, SharedNetwork
+from workers.effective_rates import effective_rates
+from workers.initialization import initialize
+from workers.method import TaskOutcome
+from workers.network import PrivateParams, SharedNetwork, head_classes, private_state
 from workers.ownership import Ownership
 
 
@@ -112,3 +116,34 @@ def pretrained_network(
         Ownership.all_free({layer: value.shape for layer, value in shared.items()}),
     )
     return network, private
+
+
+def imported_outcome(
+    network: SharedNetwork, private: PrivateParams, rates: dict[str, float], granularity: str
+) -> TaskOutcome:
+    """Task 1 as imported, without data: each layer's ``rates`` share of smallest-magnitude
+    weights is freed (S30), nothing is trained or fine-tuned (there is nothing to choose on).
+
+    The task owns every other weight at the file's value; its head, biases and normalisation
+    state are the file's. No validation accuracy exists (stored as 0, ``kept`` "pruned").
+    """
+    rates = effective_rates(network, rates)
+    model = network.build_module(private, head_classes(private, network.config))
+    trainable = {layer: network.ownership.free(layer) for layer in network.layers}
+    owned, freed = initialize(model, trainable, rates, granularity)
+    weights = {name: m.weight.detach().clone() for name, m in prunable_layers(model).items()}
+    layers = [
+        LayerStats(
+            name=name,
+            numel=trainable[name].numel(),
+            rate=rates[name],
+            free_before=int(trainable[name].sum()),
+            trained=int(trainable[name].sum()),
+            freed=freed[name],
+            owned=int(owned[name].sum()),
+        )  # fmt: skip
+        for name in network.layers
+    ]
+    seq = network.ownership.last_seq + 1
+    after = SharedNetwork(network.config, weights, network.ownership.assign(seq, owned))
+    return TaskOutcome(seq, after, private_state(model), layers, 0.0, "pruned")

@@ -29,6 +29,11 @@ class ServeOptions:
     replica_cpus: float = 0.5
     max_body_bytes: int = 64 * 2**20
     max_pixels: int = defaults.MAX_PIXELS  # one request, all its inputs together
+    # Dynamic batching in the model replica: concurrent requests for one task wait at most
+    # this long to share a forward of up to ``batch_images`` inputs (0 ms: one forward per
+    # request, logits bit-identical to ``strata predict``; docs/serving.md).
+    batch_wait_ms: float = 2.0
+    batch_images: int = 256
 
     def validate(self) -> None:
         """StrataError naming every option out of range; run before Ray starts."""
@@ -42,6 +47,10 @@ class ServeOptions:
         delays = (self.upscale_delay_s, self.downscale_delay_s)
         if not all(math.isfinite(delay) and delay >= 0 for delay in delays):
             problems.append("--upscale-delay and --downscale-delay must be finite, >= 0 seconds")
+        if not (math.isfinite(self.batch_wait_ms) and 0 <= self.batch_wait_ms <= 1000):
+            problems.append("--batch-wait-ms must be in 0..1000")
+        if self.batch_images < 1:
+            problems.append("--batch-images must be >= 1")
         if self.replica_cpus <= 0 or self.max_body_bytes < 1 or self.max_pixels < 1:
             problems.append("replica CPUs, the body limit and the pixel budget must be positive")
         if problems:
@@ -52,3 +61,8 @@ class ServeOptions:
         """Where clients reach the server (a wildcard host is reached through loopback)."""
         host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
         return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    @property
+    def batching(self) -> bool:
+        """Whether model replicas batch concurrent requests (a positive wait)."""
+        return self.batch_wait_ms > 0

@@ -26,7 +26,7 @@ from base import defaults
 from workers.backbone import prunable_layers
 from workers.batches import batches, read
 from workers.data.spec import Images
-from workers.data.stream import FolderImages
+from workers.data.stream import StreamedImages
 from workers.data_parallel import data_parallel, sync_buffers, world
 
 Phase = Literal["train", "finetune"]
@@ -198,7 +198,7 @@ def train_phase(
     device = next(model.parameters()).device
     precision = config.precision or default_precision(device)
     step = make_step(model, trainable, lr, config.weight_decay, precision=precision)
-    x_train = data.x_train.training() if isinstance(data.x_train, FolderImages) else data.x_train
+    x_train = data.x_train.training() if isinstance(data.x_train, StreamedImages) else data.x_train
     loader = batches(
         x_train, data.y_train, config.batch_size,
         generator=torch.Generator().manual_seed(config.seed), workers=config.loader_workers,

@@ -43,7 +43,7 @@ def predict(
             from workers.inference import Predictor, read_inputs
 
         predictor = Predictor(registry)
-        inputs, batch = read_inputs(files, predictor)
+        inputs, batch = read_inputs(files, predictor, name)
         document = predictor.predict(name, batch).to_dict(inputs)
     if as_json:
         emit(document)
@@ -82,6 +82,16 @@ def serve(
     max_pixels: Annotated[
         int, typer.Option(help="Pixels one request may decode, all its inputs together.")
     ] = SERVE.max_pixels,
+    batch_wait_ms: Annotated[
+        float,
+        typer.Option(
+            help="Dynamic batching: concurrent requests for one task wait up to this long to "
+            "share a forward (0: off, logits bit-identical to strata predict).",
+        ),
+    ] = SERVE.batch_wait_ms,
+    batch_images: Annotated[
+        int, typer.Option(help="Dynamic batching: most inputs one shared forward joins.")
+    ] = SERVE.batch_images,
     haproxy: Annotated[
         bool,
         typer.Option(

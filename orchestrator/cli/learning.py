@@ -47,7 +47,7 @@ def add_task_command(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Unique task name.")],
     data: Annotated[
-        str, typer.Option("--data", help="npz:PATH, imagefolder:PATH or builtin:NAME?opt=…")
+        str, typer.Option("--data", help="npz:PATH, imagefolder:PATH, wds:PATTERN, builtin:NAME")
     ],
     backbone: Annotated[
         str,
@@ -130,9 +130,11 @@ def import_base_command(
     data: Annotated[
         str,
         typer.Option(
-            "--data", help="Labelled data in the head's classes: validation, fine-tuning, summary."
+            "--data",
+            help="Labelled data in the head's classes: validation, fine-tuning, summary "
+            "(optional: without it, no fine-tuning and no summary).",
         ),
-    ],
+    ] = "",
     backbone: Annotated[str, typer.Option(help="The weights' architecture.")] = DEFAULTS.backbone,
     classes: Annotated[
         str | None, typer.Option(help="Class names, one per line, one per head output.")
@@ -150,7 +152,7 @@ def import_base_command(
 ) -> None:
     """Register a pretrained network with its own head as task 1.
 
-    The first-task rates free its smallest weights, then --data fine-tunes it (best kept)."""
+    The first-task rates free its smallest weights, then --data (if given) fine-tunes it."""
     options = options_of(AddTaskOptions, ctx, import_head=True, width=1.0)
     validate_options(options)
     address = joined_address(ctx)
@@ -215,6 +217,7 @@ def similarity(
     check_limit(limit)
     address = joined_address(ctx)
     with step("loading torch and Ray"):
+        from orchestrator.pipeline import comparable
         from workers.data import load_data
         from workers.loading import backbone_of
         from workers.similarity_ray import similarities
@@ -223,7 +226,7 @@ def similarity(
         config = backbone_of(registry)
         if config is None:
             raise StrataError("the registry holds no task yet: nothing to compare with")
-        names = [task.name for task in registry.candidates(candidates)]
+        names = comparable(registry.candidates(candidates))
     with step(f"loading {data}"):
         task_data = load_data(
             data, image_size=config.input_size, channels=config.in_channels, limit=limit

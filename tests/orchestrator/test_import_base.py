@@ -13,6 +13,7 @@ from registry.store import Registry
 from tests.registries import initialised_location
 from workers.backbone import weight_key
 from workers.loading import backbone_of, load_network, load_task_view
+from workers.summary import SUMMARY_KIND
 
 DATA = "builtin:mnist?classes=0-2"
 
@@ -84,3 +85,39 @@ def test_the_imported_network_keeps_its_head_and_frees_its_smallest_weights(loca
         if layers[name].freed:  # by magnitude: every freed weight is at most every kept one
             assert start[~owned].abs().max() <= start[owned].abs().min()
     assert layers["features.0.0"].rate == 0.0 and layers["classifier.0"].rate == 0.5
+
+
+def test_import_without_data_then_a_later_task_keeps_it_bit_identical(ray_session, tmp_path):
+    torch.manual_seed(5)
+    model = torchvision.models.resnet18(weights=None, num_classes=6)
+    torch.save(model.state_dict(), tmp_path / "resnet18.pth")
+    (tmp_path / "classes.txt").write_text("".join(f"kind {i}\n" for i in range(6)))
+    location = initialised_location(tmp_path / "registry")
+    imported = AddTaskOptions(
+        name="base", data="", backbone="resnet18", input_size=32, import_head=True,
+        weights=str(tmp_path / "resnet18.pth"), classes=str(tmp_path / "classes.txt"),
+    )  # fmt: skip
+    row = add_task(location, imported, explicit=["backbone"])
+    assert (row.seq, row.num_classes, row.kept, row.data_spec) == (1, 6, "pruned", "")
+    assert row.class_names == [f"kind {i}" for i in range(6)]
+    state = model.state_dict()
+    with Registry.open(location.db_url, location.store_uri) as registry:
+        config = backbone_of(registry)
+        before = load_network(registry)
+        assert registry.load_summaries(["base"], kind=SUMMARY_KIND) == {}  # none to compare
+    assert config.mean is not None and config.input_size == 32  # normalisation recorded
+    owned_by_one = before.ownership.task_mask(1)
+    for name in before.layers:
+        start, owned = state[weight_key(config, name)], owned_by_one[name]
+        assert torch.equal(before.weights[name][owned], start[owned])
+        if (~owned).any():
+            assert start[~owned].abs().max() <= start[owned].abs().min()
+    later = AddTaskOptions(name="digits", data=DATA, epochs=1, finetune_epochs=0, limit=48)
+    second = add_task(location, later)
+    assert second.seq == 2 and second.reference_task is None
+    with Registry.open(location.db_url, location.store_uri) as registry:
+        after = load_network(registry)
+        assert registry.verify() == []
+    for name in before.layers:
+        owned = owned_by_one[name]
+        assert torch.equal(after.weights[name][owned], before.weights[name][owned])

@@ -5,6 +5,7 @@ import pytest
 from registry_fakes import make_commit
 from sqlalchemy import select, update
 
+from registry import versions as registry_versions
 from registry.codecs import pack_mask, unpack_mask
 from registry.deltas import decode_values, encode_values
 from registry.errors import BlobCorrupted
@@ -123,3 +124,38 @@ def test_recorded_capacity_must_match(three_tasks: Registry) -> None:
         meta["layers"][0]["free"] += 1
         conn.execute(update(Blob).where(Blob.id == weights_blob.id).values(meta=meta))
     assert any("recorded capacity" in p for p in three_tasks.verify())
+
+
+def test_versions_load_alike_in_chunks(three_tasks: Registry, monkeypatch) -> None:
+    """Deltas scattered in chunks of 24 weights (straddling layers, on several threads) give
+    every version bit for bit as one chunk a delta does."""
+    versions = [three_tasks.get_task(name).model_version_id for name in ("t1", "t2", "t3")]
+    whole = {version: three_tasks.load_weights(version) for version in versions}
+    monkeypatch.setattr(registry_versions, "CHUNK_BYTES", 3)
+    for version, expected in whole.items():
+        chunked = three_tasks.load_weights(version)
+        assert {n: a.tobytes() for n, a in chunked.items()} == {
+            n: a.tobytes() for n, a in expected.items()
+        }
+
+
+def test_a_value_moved_to_another_layer_is_refused(three_tasks: Registry) -> None:
+    """One of t2's conv1 values moved to the end of its fc values: the counts still add up
+    to its mask's, but its values no longer fall in their layers."""
+    row = three_tasks.get_task("t2")
+    weights = three_tasks._version(
+        VersionRow.query().where(ModelVersion.id == row.model_version_id)
+    ).weights
+    values = decode_values(three_tasks.read_blob(weights), ["conv1", "fc"])
+    values = {"conv1": values["conv1"][:-1], "fc": np.append(values["fc"], values["conv1"][-1])}
+    _repoint(three_tasks, weights.id, encode_values(values), "safetensors")
+    with pytest.raises(BlobCorrupted, match=r"task 't2' \(seq 2\) does not fit.*layer conv1"):
+        three_tasks.load_weights()
+
+
+def test_the_first_damaged_delta_is_named(three_tasks: Registry) -> None:
+    for name in ("t3", "t2"):
+        path = _file(three_tasks.get_task(name).mask.uri)
+        path.write_bytes(bytes(b ^ 0xFF for b in path.read_bytes()))
+    with pytest.raises(BlobCorrupted, match=r"task 't2' \(seq 2\) is unusable.*corrupted"):
+        three_tasks.load_weights()

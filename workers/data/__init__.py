@@ -13,6 +13,8 @@ Specs (docs/design.md §5):
   ``y`` holds integer labels 0..K-1 (integer-valued floats are accepted) with K = max + 1
   of the training labels; validation and test labels must lie in [0, K). Members are read
   by :func:`read_npy`, which refuses a header claiming more bytes than the member stores.
+  A pixel array of at least ``npz.MAP_ABOVE_BYTES`` stored uncompressed is memory-mapped
+  and read a batch at a time (``stream.MappedImages``); compressed ones are decoded whole.
 - ``imagefolder:PATH`` — torchvision's ImageFolder layout: one sub-folder per class.
   When PATH has a ``train/`` sub-folder, ``train/``, ``val/`` and ``test/`` are the splits
   (``val/`` and ``test/`` optional) and the classes are the sorted folder names of
@@ -20,12 +22,16 @@ Specs (docs/design.md §5):
   as greyscale ("L") when most of them are greyscale, else as RGB, a batch at a time when
   indexed (``stream.FolderImages``): a folder's splits hold paths, not pixels.
   ``?augment=0|1`` (default: 1 for RGB) augments the training view.
+- ``wds:PATTERN`` — WebDataset tar shards (``{000..015}`` ranges), local or any fsspec URL
+  such as ``s3://…``: images with ``.cls`` labels, indexed once, read per batch; see
+  :mod:`workers.data.shards`.
 - ``builtin:NAME?opt=val&opt=val`` — offline data shipped inside installed packages; see
   :mod:`workers.data.builtin`.
 
 Every split is resized to ``image_size`` x ``image_size`` (bilinear, antialiased when
-shrinking) and adapted to the backbone's channel count (grey repeated to RGB, RGB averaged
-to grey), because the backbone is fixed by the first task. When a source has no
+shrinking; RGB photo sources by resize + center crop outside training, docs/data.md) and
+adapted to the backbone's channel count (grey repeated to RGB, RGB averaged to grey),
+because the backbone is fixed by the first task. When a source has no
 validation split, one is carved from the training data with a seeded permutation — never
 from test data. Bad data raises :class:`DataError` (one line) before any training starts.
 
@@ -36,8 +42,8 @@ not: K sizes the classifier head and the class list). :func:`peek_spec` and :fun
 check both (npz labels before any pixel is scaled), so bad labels never reach training.
 Images are refused above ``MAX_PIXELS`` pixels, judged from their header before decoding.
 
-One module per source format (``npz``, ``imagefolder``, ``builtin``) over shared parts:
-``stream`` (image files decoded per batch),
+One module per source format (``npz``, ``imagefolder``, ``shards``, ``builtin``) over shared
+parts: ``stream`` (images read per batch),
 ``spec`` (the syntax), ``npy`` (arrays read without pickle), ``arrays`` (pixel layouts and
 scaling), ``images`` (image decoding), ``checks`` (class counts) and ``load`` (splitting).
 """

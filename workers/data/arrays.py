@@ -3,16 +3,21 @@ backbone. Training data and inference inputs go through the same functions."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torchvision.transforms.v2 import functional as tvf
 
 from base.errors import DataError
 from workers.data.checks import MAX_CLASSES, check_image_size, label_summary, label_text
 
 _RESIZE_CHUNK = 512  # images per interpolate call: bounds peak memory on large sets
 _RESIZE_VALUES = 2**25  # ... and at most this many input values per call (large images)
+_SCAN_VALUES = 2**24  # values per chunk when scanning an array for its range or NaNs
 
 
 def pixel_layout(shape: tuple[int, ...], key: str) -> str:
@@ -39,8 +44,13 @@ def pixels_nchw(x: np.ndarray, key: str) -> np.ndarray:
         raise DataError(f"{key} has dtype {x.dtype}; expected uint8 or float pixels")
     if x.shape[0] == 0 or 0 in x.shape:
         raise DataError(f"{key} is empty (shape {x.shape})")
-    if x.dtype.kind == "f" and not np.isfinite(x).all():
+    if x.dtype.kind == "f" and not all(np.isfinite(part).all() for part in row_chunks(x)):
         raise DataError(f"{key} contains NaN or infinite values")
+    return to_nchw(x, layout)
+
+
+def to_nchw(x: np.ndarray, layout: str) -> np.ndarray:
+    """A view of ``x`` (laid out as ``layout``) as (N, C, H, W)."""
     if layout == "NHW":
         return x[:, None]
     return x.transpose(0, 3, 1, 2) if layout == "NHWC" else x
@@ -65,27 +75,40 @@ def labels(y: np.ndarray, key: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
+def row_chunks(x: np.ndarray) -> Iterator[np.ndarray]:
+    """``x`` a bounded number of rows at a time: a memory-mapped array is never read whole."""
+    step = max(1, _SCAN_VALUES // max(1, math.prod(x.shape[1:])))
+    for start in range(0, len(x), step):
+        yield x[start : start + step]
+
+
+def pixel_range(xs: Iterable[np.ndarray]) -> tuple[float, float]:
+    """(offset, scale) that map every non-uint8 array of ``xs`` into [0, 1] by one rule."""
+    others = [x for x in xs if x.dtype != np.uint8]
+    low = min((float(part.min()) for x in others for part in row_chunks(x)), default=0.0)
+    high = max((float(part.max()) for x in others for part in row_chunks(x)), default=1.0)
+    if low >= 0 and high <= 1:
+        return 0.0, 1.0
+    if low >= 0:
+        return 0.0, high
+    return low, (high - low) or 1.0
+
+
+def scaled(x: np.ndarray, offset: float, scale: float) -> np.ndarray:
+    """float32 pixels in [0, 1]: uint8 / 255, anything else (x - offset) / scale."""
+    pixels = np.array(x, dtype=np.float32, order="C")  # a fresh copy: scaled in place
+    if x.dtype == np.uint8:
+        pixels /= np.float32(255)
+    else:
+        pixels -= np.float32(offset)
+        pixels /= np.float32(scale)
+    return pixels
+
+
 def scale_pixels(xs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """float32 in [0, 1]: uint8 / 255; other dtypes by one range rule shared by all splits."""
-    others = [x for x in xs.values() if x.dtype != np.uint8]
-    low = min((float(x.min()) for x in others), default=0.0)
-    high = max((float(x.max()) for x in others), default=1.0)
-    if low >= 0 and high <= 1:
-        offset, scale = 0.0, 1.0
-    elif low >= 0:
-        offset, scale = 0.0, high
-    else:
-        offset, scale = low, (high - low) or 1.0
-    out = {}
-    for key, x in xs.items():
-        pixels = np.array(x, dtype=np.float32, order="C")  # a fresh copy: scaled in place
-        if x.dtype == np.uint8:
-            pixels /= np.float32(255)
-        else:
-            pixels -= np.float32(offset)
-            pixels /= np.float32(scale)
-        out[key] = pixels
-    return out
+    offset, scale = pixel_range(xs.values())
+    return {key: scaled(x, offset, scale) for key, x in xs.items()}
 
 
 def as_images(x: np.ndarray, key: str = "x") -> Tensor:
@@ -110,11 +133,13 @@ def scaled_images(pixels: np.ndarray) -> Tensor:
     return torch.from_numpy(scale_pixels({"x": pixels})["x"])
 
 
-def fit_images(x: Tensor, image_size: int, channels: int) -> Tensor:
+def fit_images(x: Tensor, image_size: int, channels: int, *, crop: bool = False) -> Tensor:
     """Resize float images (N, C, H, W) in [0, 1] to ``image_size``² and ``channels`` (1 or 3).
 
-    Grey → RGB repeats the channel, RGB → grey takes the mean. Returns ``x`` itself when it
-    already fits.
+    Grey → RGB repeats the channel, RGB → grey takes the mean. Without ``crop`` the image is
+    stretched to the square; with it (evaluation of RGB photo tasks), torchvision's eval
+    transform: the shorter side resized to ``image_size`` (aspect kept), then a center crop.
+    A square image gets the same pixels either way. Returns ``x`` itself when it already fits.
     """
     check_image_size(image_size)
     n, c, h, w = x.shape
@@ -128,7 +153,9 @@ def fit_images(x: Tensor, image_size: int, channels: int) -> Tensor:
         chunk = x[start : start + step].float()
         if c == 3 and channels == 1:
             chunk = chunk.mean(dim=1, keepdim=True)  # before resizing: a third of the work
-        if (h, w) != (image_size, image_size):
+        if crop and h != w:
+            chunk = _resize_center_crop(chunk, image_size)
+        elif (h, w) != (image_size, image_size):
             chunk = F.interpolate(
                 chunk,
                 size=(image_size, image_size),
@@ -138,3 +165,9 @@ def fit_images(x: Tensor, image_size: int, channels: int) -> Tensor:
             ).clamp_(0.0, 1.0)
         out[start : start + len(chunk)] = chunk  # broadcasts grey into 3 channels
     return out
+
+
+def _resize_center_crop(x: Tensor, size: int) -> Tensor:
+    """torchvision's ``Resize(size)`` + ``CenterCrop(size)``, bilinear and antialiased."""
+    resized = tvf.resize(x, [size], interpolation=tvf.InterpolationMode.BILINEAR, antialias=True)
+    return tvf.center_crop(resized, [size, size]).clamp_(0.0, 1.0)

@@ -97,12 +97,12 @@ def load_imagefolder(spec: DataSpec, image_size: int, channels: int) -> Splits:
     root = existing(spec.target, "image folder", want_dir=True)
     layout = folder_layout(root)
     mode, _ = majority_mode_and_size(layout)
-    augment = _augment_option(spec, default=mode == "RGB")
+    augment = augment_option(spec, default=mode == "RGB")
     parts = {}
     for split, entries in layout.splits.items():
         images = FolderImages(
             tuple(str(path) for path, _ in entries), mode, image_size, channels,
-            augment=augment and split == "train",
+            augment=augment and split == "train", crop=mode == "RGB",
         )  # fmt: skip
         parts[split] = (images, torch.tensor([label for _, label in entries], dtype=torch.long))
     return Splits(
@@ -115,7 +115,7 @@ def load_imagefolder(spec: DataSpec, image_size: int, channels: int) -> Splits:
     )
 
 
-def _augment_option(spec: DataSpec, *, default: bool) -> bool:
+def augment_option(spec: DataSpec, *, default: bool) -> bool:
     """``?augment=0|1``; on by default for RGB photos, off for greyscale."""
     value = dict(spec.options).get("augment")
     if value is None:

@@ -10,11 +10,11 @@ import torch
 from torch import Tensor
 
 from base.errors import DataError
-from workers.data import builtin, imagefolder, npz
+from workers.data import builtin, imagefolder, npz, shards
 from workers.data.arrays import fit_images
 from workers.data.checks import check_class_count, check_image_size, check_several_classes
 from workers.data.spec import DataInfo, DataSpec, Images, Splits, TaskData, existing, parse_spec
-from workers.data.stream import FolderImages
+from workers.data.stream import StreamedImages
 
 
 def _load_builtin(spec: DataSpec, image_size: int, channels: int) -> Splits:
@@ -32,6 +32,7 @@ def _load_builtin(spec: DataSpec, image_size: int, channels: int) -> Splits:
 _SOURCES: dict[str, Callable[[DataSpec, int, int], Splits]] = {
     "npz": npz.load_npz,
     "imagefolder": imagefolder.load_imagefolder,
+    "wds": shards.load_shards,
     "builtin": _load_builtin,
 }
 
@@ -47,6 +48,8 @@ def peek_spec(spec: str) -> DataInfo:
         return npz.peek_npz(existing(parsed.target, "npz file", want_dir=False))
     if parsed.scheme == "imagefolder":
         return imagefolder.peek_imagefolder(existing(parsed.target, "image folder", want_dir=True))
+    if parsed.scheme == "wds":
+        return shards.peek_shards(parsed)
     num_classes, shape = builtin.builtin_info(
         parsed.target, builtin.parse_options(parsed.target, parsed.options)
     )
@@ -130,10 +133,10 @@ def _cap(part: tuple[Images, Tensor], limit: int, seed: int) -> tuple[Images, Te
 
 
 def _take(x: Images, index: Tensor) -> Images:
-    """Rows of in-memory pixels, or the same files of a folder (nothing decoded)."""
-    return x.subset(index) if isinstance(x, FolderImages) else x[index]
+    """Rows of in-memory pixels, or the same images of a stream (nothing read)."""
+    return x.subset(index) if isinstance(x, StreamedImages) else x[index]
 
 
 def _fitted(x: Images, image_size: int, channels: int) -> Images:
-    """Folder images are fitted as each batch is decoded."""
-    return x if isinstance(x, FolderImages) else fit_images(x, image_size, channels)
+    """Streamed images are fitted as each batch is read."""
+    return x if isinstance(x, StreamedImages) else fit_images(x, image_size, channels)

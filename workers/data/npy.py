@@ -21,6 +21,9 @@ from workers.data.spec import existing
 NPY_MAGIC = b"\x93NUMPY"
 _READ_CHUNK = 2**24  # bytes per read when filling an array from a stream
 _DEFLATE_MAX_RATIO = 1100  # deflate cannot expand data more than ~1032x
+# A zip member's local header (APPNOTE 4.3.7): the name and extra field follow it, then the data.
+_LOCAL_HEADER = struct.Struct("<4s5H3L2H")
+_LOCAL_SIGNATURE = b"PK\x03\x04"
 ZIP_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
@@ -116,6 +119,26 @@ class NpzArchive:
     def read(self, key: str) -> np.ndarray:
         with self._open(key) as fp:
             return read_npy(fp, self.members[key].file_size, self._name(key))
+
+    def array_offset(self, key: str) -> int | None:
+        """Where the array's bytes start in the file, when it can be mapped from there: an
+        uncompressed (``numpy.savez``) member in C order; else None (it must be decoded)."""
+        info = self.members[key]
+        with self._open(key) as fp:
+            header = npy_header(fp, info.file_size, self._name(key))
+            header_bytes = fp.tell()
+        if info.compress_type != zipfile.ZIP_STORED or header.fortran_order:
+            return None
+        try:
+            with self.path.open("rb") as raw:
+                raw.seek(info.header_offset)
+                local = raw.read(_LOCAL_HEADER.size)
+        except OSError as exc:
+            raise DataError(f"cannot read {self._name(key)}: {first_line(exc)}") from None
+        if len(local) < _LOCAL_HEADER.size or local[:4] != _LOCAL_SIGNATURE:
+            raise DataError(f"cannot read {self._name(key)}: bad zip local header")
+        *_, name_bytes, extra_bytes = _LOCAL_HEADER.unpack(local)
+        return info.header_offset + _LOCAL_HEADER.size + name_bytes + extra_bytes + header_bytes
 
     def _name(self, key: str) -> str:
         return f"array {key!r} of {self.path}"

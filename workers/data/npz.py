@@ -7,12 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from base.errors import DataError
-from workers.data.arrays import labels, pixel_layout, pixels_nchw, scale_pixels
+from workers.data.arrays import labels, pixel_layout, pixel_range, pixels_nchw, scaled, to_nchw
 from workers.data.checks import check_class_count, check_several_classes
-from workers.data.npy import npz_archive
+from workers.data.npy import NpzArchive, npz_archive
 from workers.data.spec import DataInfo, DataSpec, Splits, existing
+from workers.data.stream import MappedImages
+
+# Pixel arrays of at least this many bytes, stored uncompressed, are mapped, not read.
+MAP_ABOVE_BYTES = 2**26
 
 _NPZ_SPLITS = (("x", "y"), ("x_val", "y_val"), ("x_test", "y_test"))
 
@@ -36,9 +41,9 @@ def load_npz(spec: DataSpec, image_size: int, channels: int) -> Splits:
                 f"{path}: {yk} has label {int(ys[yk].max())} but the training labels y "
                 f"imply {num_classes} classes (0..{num_classes - 1})"
             )
-    scaled = scale_pixels(xs)
+    offset, scale = pixel_range(xs.values())
     parts = {
-        xk: (torch.from_numpy(scaled[xk]), torch.from_numpy(ys[yk]))
+        xk: (_images(arrays[xk], offset, scale, image_size, channels), torch.from_numpy(ys[yk]))
         for xk, yk in _NPZ_SPLITS
         if xk in xs
     }
@@ -50,6 +55,20 @@ def load_npz(spec: DataSpec, image_size: int, channels: int) -> Splits:
         class_names=tuple(str(k) for k in (names if names is not None else range(num_classes))),
         name=f"npz {path.name}",
     )
+
+
+def _images(
+    x: np.ndarray, offset: float, scale: float, image_size: int, channels: int
+) -> Tensor | MappedImages:
+    """A mapped member stays on disk (read per batch); a decoded one is scaled now."""
+    layout = pixel_layout(x.shape, "x")
+    if not isinstance(x, np.memmap):
+        return torch.from_numpy(scaled(to_nchw(x, layout), offset, scale))
+    return MappedImages(
+        path=str(x.filename), offset=x.offset, dtype=x.dtype.str, stored_shape=x.shape,
+        layout=layout, rows=np.arange(len(x)), pixel_offset=offset, pixel_scale=scale,
+        size=image_size, channels=channels,
+    )  # fmt: skip
 
 
 def _check_names(names: np.ndarray, labels_used: int, path: Path) -> int:
@@ -69,7 +88,18 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         _check_npz_members(path, set(archive.members))
         keys = [k for pair in _NPZ_SPLITS for k in pair if k in archive.members]
         keys += ["names"] if "names" in archive.members else []
-        return {key: archive.read(key) for key in keys}
+        return {key: _mapped(archive, key) for key in keys}
+
+
+def _mapped(archive: NpzArchive, key: str) -> np.ndarray:
+    """The array; a large pixel array stored uncompressed is mapped from the file, not read."""
+    if not key.startswith("x") or archive.header(key).nbytes < MAP_ABOVE_BYTES:
+        return archive.read(key)
+    offset = archive.array_offset(key)
+    if offset is None:  # compressed (savez_compressed) or Fortran order: decoded whole
+        return archive.read(key)
+    header = archive.header(key)
+    return np.memmap(archive.path, dtype=header.dtype, mode="r", offset=offset, shape=header.shape)
 
 
 def _check_npz_members(path: Path, found: set[str]) -> None:

@@ -10,18 +10,20 @@ from torch import Tensor
 
 from base.errors import DataError
 from workers.data.builtin import parse_options
-from workers.data.stream import FolderImages
+from workers.data.stream import FolderImages, StreamedImages
 
-# Pixels of a split: in memory, or image files decoded a batch at a time.
-Images = Tensor | FolderImages
+# Pixels of a split: in memory, or read a batch at a time (image files, mapped arrays).
+Images = Tensor | StreamedImages
 
-SCHEMES = ("npz", "imagefolder", "builtin")
-_SCHEME_FORMS = "npz:PATH, imagefolder:PATH, builtin:NAME?opt=val&opt=val"
+SCHEMES = ("npz", "imagefolder", "wds", "builtin")
+_SCHEME_FORMS = "npz:PATH, imagefolder:PATH, wds:PATTERN, builtin:NAME?opt=val&opt=val"
+_PATH_OPTIONS = {"imagefolder": ("augment",), "wds": ("augment", "endpoint_url")}
 
 
 @dataclass(frozen=True)
 class DataSpec:
-    """A parsed ``--data`` spec. ``target`` is a path (npz, imagefolder) or a data set name."""
+    """A parsed ``--data`` spec: ``target`` is a path (npz, imagefolder), a shard pattern
+    (wds) or a data set name."""
 
     scheme: str
     target: str
@@ -39,7 +41,8 @@ class DataInfo(NamedTuple):
 class TaskData:
     """One task's splits, fitted to the backbone: x float32 (N, C, S, S) in [0, 1], y int64.
 
-    Image folders' x are :class:`FolderImages` (decoded and fitted per batch when indexed).
+    Streamed x (image folders, shards, large npz) are :class:`StreamedImages`, read and
+    fitted per batch when indexed.
 
     ``x_test`` may hold 0 samples when the source has no test split.
     """
@@ -54,6 +57,12 @@ class TaskData:
     spec: str
     name: str
     class_names: tuple[str, ...] = field(default=())
+
+    @property
+    def eval_crop(self) -> bool:
+        """Whether evaluation center-crops (RGB photos) rather than stretches: recorded with
+        the task (``extra["eval_crop"]``) so that serving fits inputs the same way."""
+        return isinstance(self.x_val, FolderImages) and self.x_val.crop
 
     def __repr__(self) -> str:
         sizes = f"train={len(self.y_train)}, val={len(self.y_val)}, test={len(self.y_test)}"
@@ -85,12 +94,13 @@ def parse_spec(spec: str) -> DataSpec:
         raise DataError(
             f"unknown data scheme {scheme!r} in {spec!r}; accepted schemes: {_SCHEME_FORMS}"
         )
-    if scheme == "imagefolder" and "?" in rest:
+    if scheme in _PATH_OPTIONS and "?" in rest:
         path, _, query = rest.rpartition("?")
         pairs = _parse_query(spec, query)
         for key, _ in pairs:
-            if key != "augment":
-                raise DataError(f"unknown option {key!r} in {spec!r}; imagefolder takes augment")
+            if key not in _PATH_OPTIONS[scheme]:
+                allowed = ", ".join(_PATH_OPTIONS[scheme])
+                raise DataError(f"unknown option {key!r} in {spec!r}; {scheme} takes {allowed}")
         return DataSpec(scheme, _path(spec, scheme, path), tuple(pairs))
     if scheme != "builtin":
         return DataSpec(scheme, _path(spec, scheme, rest))

@@ -18,9 +18,11 @@ Every replica pins the model version that was the head when the app was deployed
 autoscaled replicas serve the same tasks with the same weights; ``strata serve`` checks the
 registry every few seconds and redeploys, in place, once tasks were added. The replicas run
 exactly the code of ``strata predict``, so logits agree bit for bit on the same device
-(``?logits=1`` returns them).
+(``?logits=1`` returns them) for a request that runs alone; concurrent requests for one task
+share a forward (dynamic batching, ``--batch-wait-ms``), within 1e-6.
 
-The parts: ``requests`` (reading request bodies), ``deployments`` (the two deployments and
+The parts: ``requests`` (reading request bodies), ``responses`` (JSON or ``.npy`` answers),
+``deployments`` (the two deployments and
 the HTTP API) and ``app`` (building, running and following the application); what
 ``strata serve`` accepts is ``workers.serve_options``. ``workers.serving:app_builder`` is the
 import path of Serve config files (``deploy/kuberay/rayservice.yaml``).

@@ -49,7 +49,15 @@ def _bind_head(location: RegistryLocation, options: ServeOptions) -> tuple[Appli
         },
         max_ongoing_requests=2 * options.target_ongoing,
         ray_actor_options={"num_cpus": options.replica_cpus, "runtime_env": REPLICA_RUNTIME_ENV},
-    ).bind(location.db_url, location.store_uri, head.id, options.max_tasks)
+    ).bind(
+        location.db_url,
+        location.store_uri,
+        head.id,
+        options.max_tasks,
+        options.batch_wait_ms,
+        options.batch_images,
+        options.max_batch,
+    )
     gateway = Gateway.options(
         num_replicas=1,
         max_ongoing_requests=1000,

@@ -2,7 +2,8 @@
 
 - ``TaskModels``: the autoscaled model replicas. Each holds the shared weights of ONE model
   version once (a ``workers.inference.Predictor``) and loads task views on demand through
-  ``serve.multiplexed`` (model id = task name).
+  ``serve.multiplexed`` (model id = task name); concurrent requests for one task share a
+  forward (``serve.batch``, a bounded wait).
 - ``Gateway``: the HTTP ingress (FastAPI). It reads and checks requests
   (``workers.serving.requests``), answers bad ones itself and forwards good ones to the task
   models, choosing the replica by task.
@@ -13,13 +14,14 @@
 import asyncio
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
 import torch
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -49,6 +51,7 @@ from workers.serving.requests import (
     multipart_inputs,
     npy_inputs,
 )
+from workers.serving.responses import NPY_ANSWER, json_response, npy_response, wants_npy
 
 MODELS = "TaskModels"
 GATEWAY = "Gateway"
@@ -65,11 +68,33 @@ REPLICA_SHUTDOWN_S = 5.0
 T = TypeVar("T")
 
 
+@dataclass(frozen=True)
+class Queued:
+    """One request waiting in a replica's batch queue: its task and its checked pixels."""
+
+    task: str
+    view: TaskView
+    arrays: list[np.ndarray]
+
+    @property
+    def images(self) -> int:
+        return sum(len(array) for array in self.arrays)
+
+
 @serve.deployment(name=MODELS, graceful_shutdown_timeout_s=REPLICA_SHUTDOWN_S)
 class TaskModels:
     """Shared weights of one model version, plus up to ``max_tasks`` multiplexed task views."""
 
-    def __init__(self, db_url: str, store_uri: str, version: int, max_tasks: int) -> None:
+    def __init__(
+        self,
+        db_url: str,
+        store_uri: str,
+        version: int,
+        max_tasks: int,
+        batch_wait_ms: float = 0.0,
+        batch_images: int = 1,
+        max_batch: int = 1,
+    ) -> None:
         self.registry = Registry.open(db_url, store_uri)
         self.predictor = Predictor(self.registry, max_tasks=max_tasks, version=version)
         # The Predictor is not thread-safe, and a replica owns a fraction of a core: one
@@ -84,19 +109,24 @@ class TaskModels:
 
         # Built per replica because the cache size is a run-time option.
         self.load_view = serve.multiplexed(max_num_models_per_replica=max_tasks)(load_view)
+        self.batching = batch_wait_ms > 0
+        # A larger request than the cap still runs (alone): Serve fails an item over it.
+        self._forward_batch.set_max_batch_size(max(batch_images, max_batch))
+        self._forward_batch.set_batch_wait_timeout_s(batch_wait_ms / 1000)
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
 
-    def _batch(self, arrays: list[np.ndarray]) -> torch.Tensor:
+    def _batch(self, arrays: list[np.ndarray], task: str) -> torch.Tensor:
         """Scale and fit each part of checked pixels, then stack: the steps of ``read_inputs``."""
-        return torch.cat([self.predictor.fit(scaled_images(a)) for a in arrays])
+        return torch.cat([self.predictor.fit(scaled_images(a), task) for a in arrays])
 
     def _task_logits(self, task: str, view: TaskView, arrays: list[np.ndarray]) -> Prediction:
-        return Prediction(task, view.logits(self._batch(arrays)), class_names=view.class_names)
+        logits = view.logits(self._batch(arrays, task))
+        return Prediction(task, logits, class_names=view.class_names, forward_inputs=len(logits))
 
     def _auto(self, arrays: list[np.ndarray]) -> Prediction:
-        return self.predictor.predict(AUTO, self._batch(arrays))
+        return self.predictor.predict(AUTO, self._batch(arrays, AUTO))
 
     async def predict(self, arrays: list[np.ndarray]) -> Prediction:
         """Logits of the task named by the request's multiplexed model id."""
@@ -104,8 +134,26 @@ class TaskModels:
         if task not in self.predictor.tasks:  # checked first: a failed load would evict one
             raise TaskNotFound(f"task {task!r} is not served by this model version")
         view = await self.load_view(task)
+        if self.batching:
+            return await self._forward_batch(Queued(task, view, arrays))
         record_batch(task, sum(len(a) for a in arrays))
         return await self._run(self._task_logits, task, view, arrays)
+
+    @serve.batch(batch_size_fn=lambda queued: sum(q.images for q in queued))
+    async def _forward_batch(self, queued: list[Queued]) -> list[Prediction]:
+        """One forward for concurrent requests of one task, each answered with its own rows.
+
+        Serve splits what it collects by multiplexed model id, so ``queued`` is one task's.
+        """
+        task, view = queued[0].task, queued[0].view
+        sizes = [q.images for q in queued]
+        record_batch(task, sum(sizes))
+        arrays = [array for q in queued for array in q.arrays]
+        logits = await self._run(lambda: view.logits(self._batch(arrays, task)))
+        return [
+            Prediction(task, rows, class_names=view.class_names, forward_inputs=len(logits))
+            for rows in logits.split(sizes)
+        ]
 
     async def predict_auto(self, arrays: list[np.ndarray]) -> Prediction:
         """Logits of the task whose stored summary is closest to the batch."""
@@ -200,21 +248,21 @@ class Gateway(OpenInference):
     @api.post(
         "/predict/{task}",
         response_model=PredictResponse,
-        responses=ERROR_RESPONSES,
+        responses={200: NPY_ANSWER, **ERROR_RESPONSES},
         openapi_extra={"requestBody": REQUEST_BODY},
     )
-    async def predict(self, task: str, request: Request, logits: bool = False) -> JSONResponse:
-        """Predictions for one task (or ``auto``); ``?logits=1`` adds the raw logits."""
+    async def predict(self, task: str, request: Request, logits: bool = False) -> Response:
+        """Predictions for one task (or ``auto``); ``?logits=1`` adds the raw logits;
+        ``Accept: application/x-npy`` answers the logits alone as one ``.npy`` array."""
         if task != AUTO and task not in self.tasks:
             raise HTTPException(
                 404, f"no task named {task!r} is served; GET /tasks lists the served tasks"
             )
         names, arrays = await self._read(request)
         prediction = await self._forward(task, arrays)
-        result = prediction.to_dict(names)
-        if logits:
-            result["logits"] = prediction.logits.tolist()
-        return JSONResponse(result)  # plain JSON already: skips FastAPI's per-item encoding
+        if wants_npy(request.headers.get("accept", "")):
+            return npy_response(prediction)
+        return json_response(prediction, names, logits)  # skips FastAPI's per-item encoding
 
     async def _forward(self, task: str, arrays: list[np.ndarray]) -> Prediction:
         """The replicas' prediction for one task (or ``auto``) on checked pixels."""

@@ -5,9 +5,10 @@ health, model metadata and readiness, and ``POST /v2/models/{task}/infer``. A mo
 task (``auto`` chooses one, as ``/predict/auto`` does); its one input tensor ``input``
 holds UINT8 or FP32 pixels of shape (N, H, W), (N, H, W, C) or (N, C, H, W), as JSON data
 or through the protocol's binary tensor extension; its outputs are ``label`` (INT64),
-``score`` (FP32) and ``logits`` (FP32). Errors answer the protocol's
-``{"error": "<message>"}``. The gateway class inherits ``OpenInference``; the inputs go to
-the same replicas as ``/predict``, so logits agree bit for bit.
+``score`` (FP32), ``logits`` (FP32) and ``class`` (BYTES: the task's name for each label).
+Errors answer the protocol's ``{"error": "<message>"}``. The gateway class inherits
+``OpenInference``; the inputs go to the same replicas as ``/predict``, so logits agree as
+``/predict``'s do (docs/serving.md, *Dynamic batching*).
 """
 
 # No ``from __future__ import annotations``: Serve resolves the route signatures elsewhere.
@@ -16,6 +17,7 @@ import math
 from typing import Any
 
 import numpy as np
+import orjson
 import torch
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -42,7 +44,7 @@ from workers.serving.oip_models import (
 
 V2_PREFIX = "/v2"
 INPUT_NAME = "input"
-OUTPUT_DATATYPES = {"label": "INT64", "score": "FP32", "logits": "FP32"}
+OUTPUT_DATATYPES = {"label": "INT64", "score": "FP32", "logits": "FP32", "class": "BYTES"}
 HEADER_LENGTH = "inference-header-content-length"
 NUMPY_DTYPES = {"UINT8": np.dtype(np.uint8), "FP32": np.dtype("<f4"), "INT64": np.dtype("<i8")}
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -171,24 +173,27 @@ def _answer(
     values = {"label": labels, "score": scores, "logits": prediction.logits}
     outputs, chunks = [], []
     for name, binary in _outputs(document):
-        array = values[name].numpy().astype(NUMPY_DTYPES[OUTPUT_DATATYPES[name]], copy=False)
-        output: dict[str, Any] = {
-            "name": name,
-            "shape": list(array.shape),
-            "datatype": OUTPUT_DATATYPES[name],
-        }
-        if binary:
-            chunks.append(array.tobytes())
-            output["parameters"] = {"binary_data_size": len(chunks[-1])}
+        output: dict[str, Any] = {"name": name, "datatype": OUTPUT_DATATYPES[name]}
+        if name == "class":
+            classes = prediction.classes(labels)
+            output["shape"] = [len(classes)]
+            payload, data = (_bytes_tensor(classes), None) if binary else (b"", classes)
         else:
-            output["data"] = array.ravel().tolist()
+            array = values[name].numpy().astype(NUMPY_DTYPES[OUTPUT_DATATYPES[name]], copy=False)
+            output["shape"] = list(array.shape)
+            payload, data = (array.tobytes(), None) if binary else (b"", array.ravel())
+        if binary:
+            chunks.append(payload)
+            output["parameters"] = {"binary_data_size": len(payload)}
+        else:
+            output["data"] = data
         outputs.append(output)
     parameters: dict[str, Any] = {"task": prediction.task}
     if prediction.jsd is not None:
         parameters["jsd"] = prediction.jsd
     head = {"model_name": model, "model_version": str(version), "outputs": outputs}
     head |= {"parameters": parameters} | ({"id": document.id} if document.id else {})
-    text = json.dumps(head).encode()
+    text = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
     if not chunks:
         return Response(text, media_type="application/json")
     return Response(
@@ -196,6 +201,13 @@ def _answer(
         media_type="application/octet-stream",
         headers={"Inference-Header-Content-Length": str(len(text))},
     )
+
+
+def _bytes_tensor(strings: list[str]) -> bytes:
+    """A BYTES tensor in the binary extension's layout: each element's length (uint32 LE),
+    then its UTF-8 bytes."""
+    encoded = [text.encode() for text in strings]
+    return b"".join(len(item).to_bytes(4, "little") + item for item in encoded)
 
 
 class OpenInference:
@@ -244,6 +256,7 @@ class OpenInference:
                 {"name": "label", "datatype": "INT64", "shape": [-1]},
                 {"name": "score", "datatype": "FP32", "shape": [-1]},
                 {"name": "logits", "datatype": "FP32", "shape": [-1, -1]},
+                {"name": "class", "datatype": "BYTES", "shape": [-1]},
             ],
         }
 

@@ -195,6 +195,7 @@ CASES = [
     Case("serve-port-in-use", "serve --port {busy_port}", "in use"),
     Case("serve-replicas", "serve --min-replicas 3 --max-replicas 1", "replicas"),
     Case("serve-nan-delay", "serve --upscale-delay nan", "delay"),
+    Case("serve-batch-wait", "serve --batch-wait-ms -1", "--batch-wait-ms"),
     Case("demo-zero-epochs", "demo --epochs 0", "--epochs"),
 ]
 

@@ -68,7 +68,7 @@ def test_parse_spec_accepts_each_scheme():
     [
         ("", "empty data spec"),
         ("mnist", "has no scheme"),
-        ("csv:/tmp/a.csv", "accepted schemes: npz:PATH, imagefolder:PATH, builtin:NAME"),
+        ("csv:/tmp/a.csv", "accepted schemes: npz:PATH, imagefolder:PATH, wds:PATTERN, builtin"),
         ("npz:", "names no path"),
         ("builtin:", "names no data set"),
         ("builtin:cifar", "unknown builtin data set 'cifar'; available: mnist, digits, noise"),

@@ -27,7 +27,7 @@ def _predictor(channels: int = 1) -> SimpleNamespace:
     """Just what ``read_inputs`` uses of a Predictor: the backbone's input and ``fit``."""
     config = SimpleNamespace(input_size=SIZE, in_channels=channels)
     return SimpleNamespace(
-        network=SimpleNamespace(config=config), fit=lambda x: fit_images(x, SIZE, channels)
+        network=SimpleNamespace(config=config), fit=lambda x, task: fit_images(x, SIZE, channels)
     )
 
 

@@ -34,9 +34,10 @@ def _folder(root: Path, *, mode: str = "RGB", per_class: int = 8) -> Path:
     return root
 
 
-def _decoded(path: str, channels: int) -> torch.Tensor:
+def _decoded(path: str, channels: int, *, crop: bool = False) -> torch.Tensor:
     pixels = np.asarray(Image.open(path).convert("RGB"), np.float32) / np.float32(255)
-    return fit_images(torch.from_numpy(pixels).permute(2, 0, 1)[None], SIZE, channels)[0]
+    image = torch.from_numpy(pixels).permute(2, 0, 1)[None]
+    return fit_images(image, SIZE, channels, crop=crop)[0]
 
 
 def test_folder_splits_hold_paths_and_decode_like_a_whole_decode(tmp_path):
@@ -48,7 +49,7 @@ def test_folder_splits_hold_paths_and_decode_like_a_whole_decode(tmp_path):
     assert len(data.x_test) == 0
     batch = data.x_train[torch.tensor([0, 3])]
     for row, position in enumerate((0, 3)):
-        assert torch.equal(batch[row], _decoded(data.x_train.paths[position], 3))
+        assert torch.equal(batch[row], _decoded(data.x_train.paths[position], 3, crop=True))
 
 
 def test_augmentation_is_configurable_and_off_for_grey(tmp_path):
@@ -133,3 +134,13 @@ def test_corrupt_body_is_one_error_line_from_any_worker(tmp_path, workers):
     with pytest.raises(DataError, match=r"cannot decode image .*0\.png") as caught:
         list(read(batches(x, y, 4, workers=workers)))
     assert "\n" not in str(caught.value) and "Traceback" not in str(caught.value)
+
+
+def test_eval_crop_is_torchvisions_resize_and_center_crop():
+    from torchvision.transforms import v2
+
+    wide = torch.rand(2, 3, 40, 70)
+    eval_transform = v2.Compose([v2.Resize(SIZE, antialias=True), v2.CenterCrop(SIZE)])
+    assert torch.equal(fit_images(wide, SIZE, 3, crop=True), eval_transform(wide).clamp(0, 1))
+    square = torch.rand(2, 3, 48, 48)  # a square image: crop or stretch, the same pixels
+    assert torch.equal(fit_images(square, SIZE, 3, crop=True), fit_images(square, SIZE, 3))

@@ -50,7 +50,7 @@ def test_health_and_metadata_over_v2(triton_client: triton.InferenceServerClient
         assert triton_client.is_model_ready(task)
         metadata = triton_client.get_model_metadata(task)
         assert metadata["name"] == task
-        assert [o["name"] for o in metadata["outputs"]] == ["label", "score", "logits"]
+        assert [o["name"] for o in metadata["outputs"]] == ["label", "score", "logits", "class"]
     assert not triton_client.is_model_ready("nope")
 
 

@@ -39,6 +39,9 @@ from workers.serving.requests import json_inputs, multipart_inputs, npy_inputs
         ({"upscale_delay_s": -1.0}, "--upscale-delay"),
         ({"max_batch": 0}, "--max-batch"),
         ({"max_pixels": 0}, "pixel budget"),
+        ({"batch_wait_ms": -1.0}, "--batch-wait-ms"),
+        ({"batch_wait_ms": float("nan")}, "--batch-wait-ms"),
+        ({"batch_images": 0}, "--batch-images"),
     ],
 )
 def test_bad_options_are_user_errors(changes: dict, message: str) -> None:
