@@ -10,10 +10,13 @@ as the Ray training task does, counting the child's own peak RSS plus its DataLo
 workers'. The throughput loops share
 the model (same seed), the loader (``workers.batches``, the same workers and augmentation),
 the batch size and the torch threads; only the step differs (masked vs ``torch.optim.Adam``
-over every parameter). Run:
+over every parameter; a third loop gives that plain step the fused Adam Strata's step uses).
+Each loop reports wall-clock images/s and images per CPU second of the training process
+(``time.process_time``, which other processes' load on a shared machine does not inflate;
+the loader workers' decoding is the same for every loop). Run:
   .venv/bin/python -m benchmarks.real_data --root /tmp/real_data [--sizes 1000 4000]
       [--pixels 224] [--input-size 64] [--backbone resnet18] [--loader-workers 2]
-      [--source imagefolder|npz]
+      [--source imagefolder|npz] [--parts rss throughput]
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -104,7 +108,7 @@ def child_rss(args) -> dict:
 
 def throughput(args, folder: Path) -> dict:
     """Images/s over one epoch after its first batch, masked vs plain, alternated
-    ``--repeats`` times (best of each)."""
+    ``--repeats`` times (medians; wall clock and the training process's CPU time)."""
     from benchmarks.train_overhead import plain_step
     from workers.backbone import build_backbone, prunable_layers
     from workers.batches import batches, read
@@ -115,7 +119,7 @@ def throughput(args, folder: Path) -> dict:
     data = load_data(f"{args.source}:{folder}", image_size=args.input_size, channels=3)
     x, y = data.x_train.training(), data.y_train
 
-    def run(kind: str) -> float:
+    def run(kind: str) -> tuple[float, float]:
         torch.manual_seed(0)
         model = build_backbone(backbone, CLASSES).train()
         if kind == "masked":  # half of every shared layer trainable, as for a later task
@@ -124,30 +128,42 @@ def throughput(args, folder: Path) -> dict:
                 for name, layer in prunable_layers(model).items()
             }
             step = make_step(model, trainable, 1e-3, train.weight_decay)
-        else:
-            step = plain_step(model, 1e-3, train.weight_decay)
+        else:  # torch.optim.Adam's default loop, or its fused kernel as Strata's step uses
+            step = plain_step(model, 1e-3, train.weight_decay, fused=kind == "plain_fused")
         loader = batches(x, y, args.batch, generator=torch.Generator().manual_seed(0),
                          workers=args.loader_workers)  # fmt: skip
-        start, seen = 0.0, 0
+        start = cpu_start = 0.0
+        seen = 0
         for xb, yb in read(loader):
             step(xb, yb)
             if not start:  # the clock starts once the workers are up and one step is done
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
             else:
                 seen += len(yb)
-        return seen / (time.perf_counter() - start)
+        return seen / (time.perf_counter() - start), seen / (time.process_time() - cpu_start)
 
-    rates: dict[str, list[float]] = {"masked": [], "plain": []}
+    runs: dict[str, list[tuple[float, float]]] = {"plain": [], "plain_fused": [], "masked": []}
     for _ in range(args.repeats):
-        for kind in ("plain", "masked"):
-            rates[kind].append(run(kind))
-    best = {kind: max(values) for kind, values in rates.items()}
+        for kind, done in runs.items():
+            done.append(run(kind))
+
+    def median(kind: str, clock: int) -> float:
+        return statistics.median(run[clock] for run in runs[kind])
+
+    wall = {kind: median(kind, 0) for kind in runs}
+    cpu = {kind: median(kind, 1) for kind in runs}
     return {
         "images": len(y) - args.batch,
-        "masked_images_per_s": round(best["masked"], 1),
-        "plain_images_per_s": round(best["plain"], 1),
-        "ratio": round(best["masked"] / best["plain"], 3),
-        "runs": {kind: [round(v, 1) for v in values] for kind, values in rates.items()},
+        "masked_images_per_s": round(wall["masked"], 1),
+        "plain_images_per_s": round(wall["plain"], 1),
+        "ratio": round(wall["masked"] / wall["plain"], 3),
+        "masked_images_per_cpu_s": round(cpu["masked"], 1),
+        "plain_images_per_cpu_s": round(cpu["plain"], 1),
+        "cpu_ratio": round(cpu["masked"] / cpu["plain"], 3),
+        # Against a plain loop that also uses fused Adam: the masking's own cost.
+        "plain_fused_images_per_cpu_s": round(cpu["plain_fused"], 1),
+        "cpu_ratio_vs_plain_fused": round(cpu["masked"] / cpu["plain_fused"], 3),
+        "runs": {kind: [[round(v, 1) for v in run] for run in done] for kind, done in runs.items()},
     }
 
 
@@ -162,8 +178,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--loader-workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--source", choices=("imagefolder", "npz"), default="imagefolder")
+    parser.add_argument("--parts", nargs="+", choices=("rss", "throughput"),
+                        default=["rss", "throughput"])  # fmt: skip
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)  # a folder: RSS run
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -173,19 +191,20 @@ def main() -> None:
         return
     make = make_npz if args.source == "npz" else make_folder
     folders = [make(args.root, count, args.pixels) for count in args.sizes]
-    shared = {k: v for k, v in vars(args).items() if k not in ("root", "sizes", "child")}
-    flags = [f"--{key.replace('_', '-')}={value}" for key, value in shared.items()]
-    rss = []
-    for folder in folders:
-        command = [sys.executable, "-m", "benchmarks.real_data", *flags, f"--child={folder}"]
-        done = subprocess.run(command, capture_output=True, text=True, check=True)
-        rss.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    report = {
-        "settings": {k: str(v) for k, v in vars(args).items() if k != "child"},
-        "rss": rss,
-        "rss_growth": round(rss[1]["peak_rss_mib"] / rss[0]["peak_rss_mib"] - 1, 3),
-        "throughput": throughput(args, folders[0]),
-    }
+    report: dict = {"settings": {k: str(v) for k, v in vars(args).items() if k != "child"}}
+    if "rss" in args.parts:
+        skip = ("root", "sizes", "child", "parts")
+        shared = {k: v for k, v in vars(args).items() if k not in skip}
+        flags = [f"--{key.replace('_', '-')}={value}" for key, value in shared.items()]
+        rss = []
+        for folder in folders:
+            command = [sys.executable, "-m", "benchmarks.real_data", *flags, f"--child={folder}"]
+            done = subprocess.run(command, capture_output=True, text=True, check=True)
+            rss.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        report["rss"] = rss
+        report["rss_growth"] = round(rss[1]["peak_rss_mib"] / rss[0]["peak_rss_mib"] - 1, 3)
+    if "throughput" in args.parts:
+        report["throughput"] = throughput(args, folders[0])
     print(json.dumps(report, indent=2))
 
 

@@ -19,8 +19,8 @@ from workers.network import SharedNetwork
 from workers.training import make_step
 
 
-def plain_step(model: nn.Module, lr: float, weight_decay: float):
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+def plain_step(model: nn.Module, lr: float, weight_decay: float, *, fused: bool = False):
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay, fused=fused)
     loss_fn = nn.CrossEntropyLoss()
 
     def step(x: torch.Tensor, y: torch.Tensor) -> float:

@@ -31,6 +31,7 @@ MAX_BATCH_SIZE = 65536
 MAX_LOADER_WORKERS = 64
 MAX_LR = 10.0
 MAX_LIMIT = 10**9
+MAX_WORKERS = 1024
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,6 +51,8 @@ class AddTaskOptions(defaults.Training):
     # first-task rates; fine-tuning only), ``classes`` names its outputs one per line.
     import_head: bool = False
     classes: str | None = None
+    # Data-parallel training workers for this task (Ray Train; 1: one Ray task).
+    workers: int = 1
 
 
 def first_task_width(options: AddTaskOptions, explicit: Collection[str]) -> float:
@@ -94,6 +97,7 @@ def validate_options(options: AddTaskOptions) -> None:
     _in_range("--batch-size", options.batch_size, 1, MAX_BATCH_SIZE)
     _in_range("--loader-workers", options.loader_workers, 0, MAX_LOADER_WORKERS)
     _in_range("--seed", options.seed, 0, MAX_SEED)
+    _in_range("--workers", options.workers, 1, MAX_WORKERS)
     check_limit(options.limit)
     parse_candidates(options.candidates)
     for flag, path in (("--weights", options.weights), ("--classes", options.classes)):

@@ -43,7 +43,13 @@ from workers.similarity import choose_reference
 from workers.similarity_ray import similarities
 from workers.summary import SUMMARY_KIND
 from workers.training import TrainConfig
-from workers.training_ray import JobHeartbeat, TrainedTask, gpu_request, train_task
+from workers.training_ray import (
+    JobHeartbeat,
+    TrainedTask,
+    check_placement,
+    gpu_request,
+    train_task,
+)
 
 NO_SUMMARY = "none"  # the summary kind of a task imported without data (no arrays)
 
@@ -188,6 +194,7 @@ def add_task(
         prepared = prepare(registry, options, explicit)
         stage("joining Ray")
         connect(ray_address)
+        check_placement(options.workers)  # before the job row: a refusal leaves no trace
         job = registry.create_job(options.name, asdict(options))
         registry.start_job(job.id)
         if on_job is not None:
@@ -238,16 +245,19 @@ def _run(
         config = replace(config, reinit_free=False)
     if options.import_head:  # the imported network is trained: rates by magnitude, fine-tune
         config = replace(config, epochs=0)
-    stage("training")
-    pending = train_task.options(num_gpus=gpu_request()).remote(
-        prepared.network,
-        prepared.data,
-        rates,
-        config,
-        base_private,
-        JobHeartbeat(location.db_url, location.store_uri, job_id),
-        keep_head=options.import_head,
-    )
+    stage("training" if options.workers == 1 else f"training on {options.workers} workers")
+    job = JobHeartbeat(location.db_url, location.store_uri, job_id)
+    inputs = (prepared.network, prepared.data, rates, config, base_private, job)
+    if options.workers == 1:
+        pending = train_task.options(num_gpus=gpu_request()).remote(
+            *inputs, keep_head=options.import_head
+        )
+    else:
+        from workers.distributed_training import train_task_on_workers  # Ray Train: only here
+
+        pending = train_task_on_workers.remote(
+            options.workers, *inputs, keep_head=options.import_head
+        )
     trained: TrainedTask = _follow(registry, job_id, pending, stage)
     stage("committing")
     return registry.commit_task(_commit(prepared, trained, reference, jsd, found))

@@ -32,10 +32,21 @@ class _Pairs(Dataset):
 
 
 class _Batches(Sampler[Tensor]):
-    """Consecutive batches of a permutation drawn from ``generator`` each pass (or of 0..n-1)."""
+    """Consecutive batches of a permutation drawn from ``generator`` each pass (or of 0..n-1).
 
-    def __init__(self, n: int, batch_size: int, generator: torch.Generator | None):
-        self.n, self.batch_size, self.generator = n, batch_size, generator
+    With ``shard=(rank, size)`` each batch is cut to this worker's every size-th position,
+    so data-parallel workers read disjoint parts of the same global batches (a batch smaller
+    than ``size`` repeats positions: every worker must take every step).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        generator: torch.Generator | None,
+        shard: tuple[int, int] = (0, 1),
+    ):
+        self.n, self.batch_size, self.generator, self.shard = n, batch_size, generator, shard
 
     def __len__(self) -> int:
         return -(-self.n // self.batch_size)
@@ -45,8 +56,12 @@ class _Batches(Sampler[Tensor]):
             order = torch.arange(self.n)
         else:
             order = torch.randperm(self.n, generator=self.generator)
+        rank, size = self.shard
         for start in range(0, self.n, self.batch_size):
-            yield order[start : start + self.batch_size]
+            batch = order[start : start + self.batch_size]
+            if size > 1:
+                batch = batch[torch.arange(rank, max(len(batch), size), size) % len(batch)]
+            yield batch
 
 
 def batches(
@@ -56,14 +71,19 @@ def batches(
     *,
     generator: torch.Generator | None = None,
     workers: int = 0,
+    shard: tuple[int, int] = (0, 1),
+    pin_memory: bool = False,
 ) -> DataLoader:
     """Shuffled batches (a fresh seeded order each pass) when ``generator`` is given, else in
-    order. Tensors are read in this process; streamed images by ``workers`` processes."""
+    order. Tensors are read in this process; streamed images by ``workers`` processes.
+    ``shard``: this data-parallel worker's part of each batch; ``pin_memory`` for copies to a
+    GPU."""
     workers = workers if isinstance(x, StreamedImages) else 0
     return DataLoader(
         _Pairs(x, y),
-        sampler=_Batches(len(y), batch_size, generator),
+        sampler=_Batches(len(y), batch_size, generator, shard),
         batch_size=None,
+        pin_memory=pin_memory,
         num_workers=workers,
         persistent_workers=workers > 0,
     )

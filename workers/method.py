@@ -20,7 +20,7 @@ from workers.effective_rates import budget_rates, effective_rates
 from workers.finetuning import finetune_and_choose
 from workers.initialization import initialize
 from workers.network import PrivateParams, SharedNetwork, head_classes, private_state
-from workers.training import LabelledSplits, ProgressFn, TrainConfig, train_phase
+from workers.training import LabelledSplits, ProgressFn, TrainConfig, memory_format, train_phase
 
 
 @dataclass
@@ -75,7 +75,8 @@ def learn_task(
     torch.manual_seed(config.seed)
     keep_head = keep_head and base_private is not None
     classes = head_classes(base_private, network.config) if keep_head else data.num_classes
-    model = network.build_module(None, classes).to(device)
+    device = torch.device(device)
+    model = network.build_module(None, classes).to(device, memory_format=memory_format(device))
     if base_private is not None:
         head = head_key(network.config)
         inherited = {k: v for k, v in base_private.items() if keep_head or not k.startswith(head)}
@@ -95,7 +96,7 @@ def learn_task(
     owned, freed_count = initialize(model, trainable, rates, config.granularity)  # S30
     kept, candidates = finetune_and_choose(model, owned, data, config, progress)  # S40-S100
 
-    model = model.cpu()
+    model = model.to("cpu", memory_format=torch.contiguous_format)
     weights = {
         name: layer.weight.detach().clone() for name, layer in prunable_layers(model).items()
     }

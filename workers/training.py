@@ -4,11 +4,18 @@ Owned weights must stay bit-identical, so each phase builds a fresh optimizer, m
 gradient of every shared weight to its trainable positions and applies weight decay only
 there (an optimizer's own decay would pull frozen weights towards zero). With a zero
 gradient and fresh moment estimates, SGD-momentum and Adam steps are exactly zero.
+
+On a GPU the forward pass runs under autocast (bf16 where supported, else fp16 with a
+gradient scaler) on channels-last tensors read from pinned memory; the gradients are
+unscaled before masking, so masking, decay and the optimizer see fp32 values exactly as on
+the CPU (a step the scaler skips moves nothing). In a ``torch.distributed`` group the model
+is DDP-wrapped and the mask applies after the all-reduce (``workers.data_parallel``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -20,8 +27,12 @@ from workers.backbone import prunable_layers
 from workers.batches import batches, read
 from workers.data.spec import Images
 from workers.data.stream import StreamedImages
+from workers.data_parallel import data_parallel, sync_buffers, world
 
 Phase = Literal["train", "finetune"]
+# "fp32": no autocast; "bf16" / "fp16": autocast to that type (fp16 with a gradient scaler).
+Precision = Literal["fp32", "bf16", "fp16"]
+FUSED_ADAM_DEVICES = ("cpu", "cuda")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,6 +47,20 @@ class TrainConfig(defaults.Training):
     # stays within this many points (a fraction) of the un-pruned model (None: off).
     accuracy_budget: float | None = None
     budget_rates: tuple[float, ...] = (0.75, 0.9, 0.95)
+    # None: the device's default (``default_precision``); set to exercise AMP on a CPU.
+    precision: Precision | None = None
+
+
+def default_precision(device: torch.device) -> Precision:
+    """Mixed precision on a GPU (bf16 where it has it, else fp16), full precision on a CPU."""
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    """Channels-last on a GPU (faster convolutions under AMP), the default layout elsewhere."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
 @dataclass(frozen=True)
@@ -61,25 +86,32 @@ class LabelledSplits(Protocol):
 
 
 class MaskedGradients:
-    """Restricts the shared weights' updates to their trainable positions."""
+    """Restricts the shared weights' updates to their trainable positions.
+
+    A layer with nothing trainable gets no gradient at all; the others' float masks (in the
+    weight's memory format) are built once per phase and applied with two fused
+    multi-tensor operations per step.
+    """
 
     def __init__(self, model: nn.Module, trainable: dict[str, torch.Tensor], weight_decay: float):
         self.weight_decay = weight_decay
-        self.pairs: list[tuple[nn.Parameter, torch.Tensor]] = []
+        self.parameters: list[nn.Parameter] = []
+        self.masks: list[torch.Tensor] = []
         for name, layer in prunable_layers(model).items():
-            mask = trainable[name]
-            layer.weight.requires_grad_(bool(mask.any()))
-            if layer.weight.requires_grad:
-                self.pairs.append((layer.weight, mask.to(layer.weight.device, torch.float32)))
-
-    @property
-    def parameters(self) -> list[nn.Parameter]:
-        return [weight for weight, _ in self.pairs]
+            weight, mask = layer.weight, trainable[name]
+            weight.requires_grad_(bool(mask.any()))
+            if weight.requires_grad:
+                self.parameters.append(weight)
+                self.masks.append(torch.empty_like(weight).copy_(mask))
+        self.values = [weight.detach() for weight in self.parameters]
 
     def apply(self) -> None:
-        """Call between ``backward()`` and ``optimizer.step()``."""
-        for weight, mask in self.pairs:
-            weight.grad.mul_(mask).addcmul_(weight.detach(), mask, value=self.weight_decay)
+        """Call between ``backward()`` (and unscaling) and ``optimizer.step()``:
+        ``grad = (grad + decay * weight) * mask``, exactly 0 where the mask is 0."""
+        grads = [weight.grad for weight in self.parameters]
+        if self.weight_decay:
+            torch._foreach_add_(grads, self.values, alpha=self.weight_decay)
+        torch._foreach_mul_(grads, self.masks)
 
 
 def private_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -87,26 +119,45 @@ def private_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if id(p) not in shared]
 
 
+def autocast(device: torch.device, precision: Precision) -> AbstractContextManager:
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype, enabled=precision != "fp32")
+
+
 def make_step(
-    model: nn.Module, trainable: dict[str, torch.Tensor], lr: float, weight_decay: float
+    model: nn.Module,
+    trainable: dict[str, torch.Tensor],
+    lr: float,
+    weight_decay: float,
+    *,
+    precision: Precision = "fp32",
 ) -> Callable[[torch.Tensor, torch.Tensor], float]:
     """A fresh optimizer and a closure doing one masked training step on a batch."""
     masked = MaskedGradients(model, trainable, weight_decay)
+    forward = data_parallel(model)  # after MaskedGradients decided what needs a gradient
+    device = next(model.parameters()).device
+    # The fused kernel updates each tensor in one vectorised pass (about 6x faster than the
+    # per-tensor loop on a CPU); a zero gradient with zero moments still moves nothing.
     optimizer = torch.optim.Adam(
         [
             {"params": masked.parameters, "weight_decay": 0.0},
             {"params": private_parameters(model), "weight_decay": weight_decay},
         ],
         lr=lr,
+        fused=device.type in FUSED_ADAM_DEVICES,
     )
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     loss_fn = nn.CrossEntropyLoss()
 
     def step(x: torch.Tensor, y: torch.Tensor) -> float:
         optimizer.zero_grad(set_to_none=False)
-        loss = loss_fn(model(x), y)
-        loss.backward()
+        with autocast(device, precision):
+            loss = loss_fn(forward(x), y)
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)  # true fp32 gradients before masking and decay
         masked.apply()
-        optimizer.step()
+        scaler.step(optimizer)  # skipped (nothing moves) when a gradient is not finite
+        scaler.update()
         return float(loss.detach())
 
     return step
@@ -145,18 +196,23 @@ def train_phase(
 ) -> None:
     """Train ``model`` for ``epochs`` epochs, moving only ``trainable`` shared weights."""
     device = next(model.parameters()).device
-    step = make_step(model, trainable, lr, config.weight_decay)
+    precision = config.precision or default_precision(device)
+    step = make_step(model, trainable, lr, config.weight_decay, precision=precision)
     x_train = data.x_train.training() if isinstance(data.x_train, StreamedImages) else data.x_train
     loader = batches(
         x_train, data.y_train, config.batch_size,
         generator=torch.Generator().manual_seed(config.seed), workers=config.loader_workers,
+        shard=world(), pin_memory=device.type == "cuda",
     )  # fmt: skip
+    layout = memory_format(device)
     for epoch in range(1, epochs + 1):
         model.train()
         total, count = 0.0, 0
         for xb, yb in read(loader):
-            total += step(xb.to(device), yb.to(device))
+            xb = xb.to(device, non_blocking=True, memory_format=layout)
+            total += step(xb, yb.to(device, non_blocking=True))
             count += 1
+        sync_buffers(model)
         if progress is not None:
             val = accuracy(model, data.x_val, data.y_val, workers=config.loader_workers)
             progress(EpochReport(phase, epoch, epochs, total / max(count, 1), val))

@@ -15,6 +15,7 @@ import numpy as np
 import ray
 import torch
 
+from base.errors import StrataError
 from registry.liveness import tolerant
 from registry.store import Registry
 from workers.method import TaskOutcome, learn_task
@@ -61,9 +62,28 @@ def assigned_device() -> str:
     return "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
 
 
+def worker_resource() -> str:
+    """What each worker takes: a GPU when the cluster has any, else a CPU."""
+    return "GPU" if ray.cluster_resources().get("GPU", 0) >= 1 else "CPU"
+
+
+def check_placement(workers: int) -> None:
+    """Refuse more data-parallel workers (``workers.distributed_training``) than the cluster
+    has of the resource each one needs. One worker is the plain training task, which waits
+    for an autoscaler to add a node as it always did."""
+    if workers == 1:
+        return
+    resource = worker_resource()
+    available = int(ray.cluster_resources().get(resource, 0))
+    if workers > available:
+        raise StrataError(
+            f"--workers {workers} needs {workers} {resource}s; the cluster has {available}"
+        )
+
+
 def gpu_request() -> float:
     """One GPU per training task when the cluster advertises any, otherwise none."""
-    return 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    return 1.0 if worker_resource() == "GPU" else 0.0
 
 
 @ray.remote(max_retries=1)
@@ -90,6 +110,11 @@ def train_task(
             device=device,
             progress=progress,
         )
+    return trained_task(outcome, data, device)
+
+
+def trained_task(outcome: TaskOutcome, data, device: str) -> TrainedTask:
+    """The outcome with its training data's summary in its own feature space, where it ran."""
     view = TaskView(outcome.network, outcome.seq, outcome.private)
     node = ray.get_runtime_context().get_node_id()
     return TrainedTask(outcome, summarize_task(view, data.x_train), device, node)

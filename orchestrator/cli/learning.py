@@ -79,6 +79,9 @@ def add_task_command(
         str | None,
         typer.Option(help="Start task 1 from a torchvision state dict (.pth / .safetensors)."),
     ] = DEFAULTS.weights,
+    workers: Annotated[
+        int, typer.Option(help="Data-parallel training workers (Ray Train, DDP).")
+    ] = DEFAULTS.workers,
     as_json: JsonFlag = False,
 ) -> None:
     """Run the whole add-task pipeline for one task and commit it."""
