@@ -158,6 +158,12 @@ class TaskRow:
             [str(name) for name in stored] if stored else [str(k) for k in range(self.num_classes)]
         )
 
+    @property
+    def measured_accuracy(self) -> float | None:
+        """The validation accuracy, or None for a network imported without data (its
+        NOT NULL column holds 0 there: nothing was measured)."""
+        return self.val_accuracy if self.data_spec else None
+
     def to_dict(self) -> dict[str, Any]:
         """The keys of ``strata tasks --json`` (and the task part of ``strata show``)."""
         return {
@@ -165,7 +171,7 @@ class TaskRow:
             "seq": self.seq,
             "status": self.status,
             "rate": self.rate,
-            "val_accuracy": self.val_accuracy,
+            "val_accuracy": self.measured_accuracy,
             "reference_task": self.reference_task,
             "reference_jsd": self.reference_jsd,
             "kept": self.kept,

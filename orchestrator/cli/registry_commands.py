@@ -44,7 +44,7 @@ def list_tasks(ctx: typer.Context, as_json: JsonFlag = False) -> None:
                 seqs.get(t.reference_task or ""),
                 jsd(t.reference_jsd),
                 pct(t.rate),
-                pct(t.val_accuracy),
+                pct(t.measured_accuracy),
                 t.kept,
             ]
             for t in tasks
@@ -66,7 +66,8 @@ def show(ctx: typer.Context, name: str, as_json: JsonFlag = False) -> None:
     console.print(
         f"[bold]{task.name}[/bold] (seq {task.seq}, {task.status}) data {task.data_spec}\n"
         f"reference {task.reference_task or '-'} JSD {jsd(task.reference_jsd) or '-'}; "
-        f"rate {pct(task.rate)}; val accuracy {pct(task.val_accuracy)}; kept {task.kept}\n"
+        f"rate {pct(task.rate)}; val accuracy {pct(task.measured_accuracy) or 'not measured'}; "
+        f"kept {task.kept}\n"
         f"mask {task.mask.sha256[:12]}… {task.mask.size_bytes} bytes for {task.mask.numel} "
         f"weights\nstored {stored['bytes']} bytes: mask {stored['mask']}, values of the weights "
         f"it took {stored['values']}, private {stored['private']}"

@@ -100,6 +100,7 @@ def test_import_without_data_then_a_later_task_keeps_it_bit_identical(ray_sessio
     row = add_task(location, imported, explicit=["backbone"])
     assert (row.seq, row.num_classes, row.kept, row.data_spec) == (1, 6, "pruned", "")
     assert row.class_names == [f"kind {i}" for i in range(6)]
+    assert row.measured_accuracy is None and row.to_dict()["val_accuracy"] is None  # not measured
     state = model.state_dict()
     with Registry.open(location.db_url, location.store_uri) as registry:
         config = backbone_of(registry)
