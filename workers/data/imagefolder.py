@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import torch
 
 from base.errors import DataError
 from workers.data.checks import MAX_CLASSES
-from workers.data.images import GREY_MODES, open_image
+from workers.data.images import majority_mode_and_size
 from workers.data.spec import DataInfo, DataSpec, Splits, existing
 from workers.data.stream import FolderImages
 
@@ -71,17 +70,8 @@ def _image_files(folder: Path) -> list[Path]:
     )
 
 
-def majority_mode_and_size(layout: _FolderLayout) -> tuple[str, tuple[int, int]]:
-    """'L' or 'RGB' by majority (ties → RGB) and the most common (W, H); headers only."""
-    modes: Counter[str] = Counter()
-    sizes: Counter[tuple[int, int]] = Counter()
-    for entries in layout.splits.values():
-        for path, _ in entries:
-            with open_image(path) as image:
-                modes["L" if image.mode in GREY_MODES else "RGB"] += 1
-                sizes[image.size] += 1
-    mode = "L" if modes["L"] > modes["RGB"] else "RGB"
-    return mode, sizes.most_common(1)[0][0]
+def _header_sources(layout: _FolderLayout) -> list[Path]:
+    return [path for entries in layout.splits.values() for path, _ in entries]
 
 
 def mode_channels(mode: str) -> int:
@@ -96,7 +86,7 @@ def load_imagefolder(spec: DataSpec, image_size: int, channels: int) -> Splits:
     """
     root = existing(spec.target, "image folder", want_dir=True)
     layout = folder_layout(root)
-    mode, _ = majority_mode_and_size(layout)
+    mode, _ = majority_mode_and_size(_header_sources(layout))
     augment = augment_option(spec, default=mode == "RGB")
     parts = {}
     for split, entries in layout.splits.items():
@@ -128,5 +118,5 @@ def augment_option(spec: DataSpec, *, default: bool) -> bool:
 def peek_imagefolder(path: Path) -> DataInfo:
     """Class count and the most common image size, from the image headers alone."""
     layout = folder_layout(path)
-    mode, size = majority_mode_and_size(layout)
+    mode, size = majority_mode_and_size(_header_sources(layout))
     return DataInfo(len(layout.classes), (mode_channels(mode), size[1], size[0]))

@@ -7,6 +7,8 @@ import io
 import struct
 import warnings
 import zlib
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,6 +24,20 @@ GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;
 _DRAFT_ABOVE_PIXELS = 2**22  # JPEGs above 4 Mi pixels may decode at reduced scale
 _IMAGE_ERRORS = (OSError, ValueError, EOFError, SyntaxError, struct.error, zlib.error)
 _UNKNOWN_FORMAT = "not a complete image in a format Pillow reads (png, jpeg, bmp, tiff, webp, ...)"
+
+
+def majority_mode_and_size(
+    sources: Iterable[Path | BinaryIO],
+) -> tuple[str, tuple[int, int]]:
+    """'L' or 'RGB' by majority (ties → RGB) and the most common (W, H); headers only."""
+    modes: Counter[str] = Counter()
+    sizes: Counter[tuple[int, int]] = Counter()
+    for source in sources:
+        with open_image(source) as image:
+            modes["L" if image.mode in GREY_MODES else "RGB"] += 1
+            sizes[image.size] += 1
+    mode = "L" if modes["L"] > modes["RGB"] else "RGB"
+    return mode, sizes.most_common(1)[0][0]
 
 
 def open_image(source: Path | BinaryIO, max_pixels: int = MAX_PIXELS) -> Image.Image:

@@ -25,7 +25,6 @@ import os
 import posixpath
 import re
 import tarfile
-from collections import Counter
 from dataclasses import dataclass
 
 import fsspec
@@ -36,7 +35,7 @@ from base.errors import DataError, first_line
 from registry.blobstore import S3_ENDPOINT_ENV
 from workers.data.checks import MAX_CLASSES, check_class_count
 from workers.data.imagefolder import IMAGE_EXTENSIONS, augment_option, mode_channels
-from workers.data.images import GREY_MODES, open_image
+from workers.data.images import majority_mode_and_size
 from workers.data.spec import DataInfo, DataSpec, Splits
 from workers.data.stream import FolderImages
 
@@ -195,14 +194,8 @@ def _num_classes(index: _Index, where: str) -> int:
 
 
 def _mode_and_size(members: list[TarMember]) -> tuple[str, tuple[int, int]]:
-    """'L' or 'RGB' by majority, and the most common (W, H), from the first images' headers."""
-    modes: Counter[str] = Counter()
-    sizes: Counter[tuple[int, int]] = Counter()
-    for member in members[:_HEADER_SAMPLE]:
-        with open_image(member.open()) as image:
-            modes["L" if image.mode in GREY_MODES else "RGB"] += 1
-            sizes[image.size] += 1
-    return ("L" if modes["L"] > modes["RGB"] else "RGB"), sizes.most_common(1)[0][0]
+    """Majority mode and most common (W, H) from the first images' headers."""
+    return majority_mode_and_size(member.open() for member in members[:_HEADER_SAMPLE])
 
 
 def load_shards(spec: DataSpec, image_size: int, channels: int) -> Splits:
