@@ -11,16 +11,20 @@ pipeline then commits it exactly like a single-worker run.
 from __future__ import annotations
 
 import tempfile
-from contextlib import nullcontext
 
 import ray
 from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer, get_device
 
-from workers.method import learn_task
 from workers.network import PrivateParams, SharedNetwork
 from workers.training import TrainConfig
-from workers.training_ray import JobHeartbeat, TrainedTask, trained_task, worker_resource
+from workers.training_ray import (
+    JobHeartbeat,
+    TrainedTask,
+    learn_reporting,
+    trained_task,
+    worker_resource,
+)
 
 
 @ray.remote(num_cpus=0)
@@ -41,18 +45,16 @@ def _per_worker(config: dict) -> None:
     network, data, rates, train, base_private, job, keep_head = ray.get(config["inputs"])
     rank = ray.train.get_context().get_world_rank()
     device = str(get_device())
-    reporting = job.reporting() if job is not None and rank == 0 else nullcontext(None)
-    with reporting as progress:
-        outcome = learn_task(
-            network,
-            data,
-            rates,
-            train,
-            base_private=base_private,
-            keep_head=keep_head,
-            device=device,
-            progress=progress,
-        )
+    outcome = learn_reporting(  # rank 0 alone reports progress
+        network,
+        data,
+        rates,
+        train,
+        base_private,
+        job if rank == 0 else None,
+        keep_head=keep_head,
+        device=device,
+    )
     if rank == 0:
         ray.get(config["outbox"].put.remote(trained_task(outcome, data, device)))
 

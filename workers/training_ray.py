@@ -99,8 +99,26 @@ def train_task(
 ) -> TrainedTask:
     """Learn the task, then summarise its training data in its own feature space."""
     device = assigned_device()
+    outcome = learn_reporting(
+        network, data, rates, config, base_private, job, keep_head=keep_head, device=device
+    )
+    return trained_task(outcome, data, device)
+
+
+def learn_reporting(
+    network: SharedNetwork,
+    data,
+    rates: dict[str, float],
+    config: TrainConfig,
+    base_private: PrivateParams | None,
+    job: JobHeartbeat | None,
+    *,
+    keep_head: bool,
+    device: str,
+) -> TaskOutcome:
+    """``learn_task``, reporting its progress to the job's heartbeat when there is one."""
     with job.reporting() if job is not None else nullcontext(None) as progress:
-        outcome = learn_task(
+        return learn_task(
             network,
             data,
             rates,
@@ -110,7 +128,6 @@ def train_task(
             device=device,
             progress=progress,
         )
-    return trained_task(outcome, data, device)
 
 
 def trained_task(outcome: TaskOutcome, data, device: str) -> TrainedTask:
