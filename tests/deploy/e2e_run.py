@@ -1,9 +1,11 @@
 """The scale-out path on one machine, run by test_e2e_cluster in its own process.
 
-A two-node ``ray.cluster_utils.Cluster`` (one node with a fake GPU), the registry on the real
-PostgreSQL (a fresh schema), blobs in S3 (a moto server on loopback): three tasks are added,
-two are served over HTTP through Serve's HAProxy ingress, as a cluster started with
-``RAY_SERVE_ENABLE_HA_PROXY=1`` serves them, and the registry verifies. Prints one JSON report.
+A two-node ``ray.cluster_utils.Cluster`` (the head with 2 CPUs; a node with 1 CPU and a fake
+GPU), the registry on the real PostgreSQL (a fresh schema), blobs in S3 (a moto server on
+loopback): three tasks are added, two are served over HTTP through Serve's HAProxy ingress, as
+a cluster started with ``RAY_SERVE_ENABLE_HA_PROXY=1`` serves them, and the registry verifies.
+Prints one JSON report, which also says where training and similarity tasks ran (one cluster
+start serves both the deployment and the placement checks).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import uuid
 
 import boto3
@@ -20,6 +23,7 @@ import ray
 from moto.server import ThreadedMotoServer
 from ray import serve
 from ray.cluster_utils import Cluster
+from ray.util.state import list_tasks
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -54,7 +58,21 @@ def start_s3() -> tuple[ThreadedMotoServer, str]:
     return server, endpoint
 
 
-def main(http_port: int) -> None:
+def finished_task_nodes(name: str, expected: int, timeout_s: float = 60.0) -> list[str]:
+    """Nodes of the finished Ray tasks called ``name``.
+
+    Ray's state API sees task events only after workers flush them (about once a second),
+    so it is polled until ``expected`` tasks show up or the deadline passes.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        tasks = list_tasks(filters=[("name", "=", name), ("state", "=", "FINISHED")], detail=True)
+        if len(tasks) >= expected or time.monotonic() > deadline:
+            return [task.node_id for task in tasks]
+        time.sleep(0.5)
+
+
+def main(http_port: int, dashboard_port: int) -> None:
     s3, _ = start_s3()
     schema = f"strata_e2e_{uuid.uuid4().hex[:10]}"
     admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
@@ -67,8 +85,9 @@ def main(http_port: int) -> None:
     )
     location = RegistryLocation.resolve(db_url, "s3://strata/blobs")
     os.environ.update(HAPROXY_ENV)  # the cluster's setting: every node inherits it
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
-    cluster.add_node(num_cpus=1, num_gpus=1)
+    head_args = {"num_cpus": 2, "include_dashboard": True, "dashboard_port": dashboard_port}
+    cluster = Cluster(initialize_head=True, head_node_args=head_args)
+    gpu_node = cluster.add_node(num_cpus=1, num_gpus=1)
     try:
         ray.init(address=cluster.address, log_to_driver=False)
         cluster.wait_for_nodes()
@@ -87,6 +106,10 @@ def main(http_port: int) -> None:
                 "tasks": [task.name for task in tasks],
                 "blob_uris": [task.mask.uri for task in tasks] + [t.private.uri for t in tasks],
                 "nodes": len([node for node in ray.nodes() if node["Alive"]]),
+                "gpu_node": gpu_node.node_id,
+                "training_nodes": [task.extra["node"] for task in tasks],
+                "devices": [task.extra["device"] for task in tasks],
+                "similarity_nodes": finished_task_nodes("_candidate_jsd_task", expected=3),
                 "haproxy_processes": len(haproxy_processes()),
                 "status": {name: answer.status_code for name, answer in answers.items()},
                 "served": {
@@ -115,4 +138,4 @@ def haproxy_processes() -> list[psutil.Process]:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]), int(sys.argv[2]))

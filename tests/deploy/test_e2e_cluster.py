@@ -1,4 +1,5 @@
-"""End to end on one machine: two Ray nodes, PostgreSQL registry, S3 blobs, HTTP serving."""
+"""End to end on one machine: two Ray nodes, PostgreSQL registry, S3 blobs, HTTP serving;
+training lands on the GPU node and similarity fans out on the cluster."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def test_three_tasks_two_served_on_postgres_and_s3():
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # Cluster() provisions no auth token
     env.pop("RAY_ADDRESS", None)
     done = subprocess.run(
-        [sys.executable, "-m", "tests.deploy.e2e_run", str(free_port())],
+        [sys.executable, "-m", "tests.deploy.e2e_run", str(free_port()), str(free_port())],
         capture_output=True, text=True, timeout=900, env=env, cwd=REPO,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
@@ -25,6 +26,12 @@ def test_three_tasks_two_served_on_postgres_and_s3():
     report = json.loads(line.removeprefix("E2E-REPORT "))
     assert report["tasks"] == ["zero-four", "five-nine", "digits"]
     assert report["nodes"] == 2
+    assert report["training_nodes"] == [report["gpu_node"]] * 3
+    assert report["devices"] == ["cpu"] * 3  # a fake GPU: torch sees no CUDA, so CPU it is
+    # Tasks 2 and 3 compare with 1 and 2 candidates: 3 similarity Ray tasks on the cluster.
+    # (They are submitted with SPREAD, but Ray keeps CPU-only work off GPU nodes when it
+    # can, so which node each lands on is Ray's call and is not asserted.)
+    assert len(report["similarity_nodes"]) == 3
     assert report["haproxy_processes"] >= 1  # HTTP came in through HAProxy, not the proxy
     # Worker nodes reach blobs only through the store URL: every blob lives in the bucket.
     assert all(uri.startswith("s3://strata/blobs/") for uri in report["blob_uris"])
