@@ -107,8 +107,9 @@ def _span(name: str, info: dict[str, Any], body: int) -> TensorSpan:
     if dtype is None:
         raise ValueError(f"{name}: dtype {info['dtype']!r} has no numpy dtype")
     shape, (begin, end) = tuple(info["shape"]), info["data_offsets"]
-    if {type(n) for n in (*shape, begin, end)} != {int} or min(*shape, begin, end) < 0:
-        raise ValueError(f"{name}: bad shape {shape} or offsets {[begin, end]}")
+    for number in (*shape, begin, end):  # a loop: this runs per tensor of every delta read
+        if type(number) is not int or number < 0:
+            raise ValueError(f"{name}: bad shape {shape} or offsets {[begin, end]}")
     if end - begin != math.prod(shape) * dtype.itemsize:
         raise ValueError(f"{name}: {end - begin} bytes for shape {shape}")
     return TensorSpan(name, dtype, shape, body + begin, body + end)
