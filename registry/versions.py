@@ -190,6 +190,10 @@ class _DeltaRef:
             f"network: {problem}"
         )
 
+    def stored_layers(self) -> Any:
+        """The layout meta as stored (cheap to compare with another delta's), or None."""
+        return self.mask_meta.get("layers") if isinstance(self.mask_meta, dict) else None
+
     def layout(self) -> dict[str, tuple[int, ...]]:
         """The layer shapes, in flat order, that the mask's meta records."""
         try:
@@ -267,7 +271,7 @@ def _read_mask(blobs: BlobStore, ref: _DeltaRef, numel: int) -> np.ndarray:
 def _read(blobs: BlobStore, version: PackedVersion, ref: _DeltaRef) -> _Read:
     """One delta's blobs, hash-checked and decoded, and checked to fit the network as far as
     the counts go (which layer each value lands in is checked as it is scattered)."""
-    if ref.mask_meta.get("layers") != version.layout_meta and ref.layout() != version.shapes:
+    if ref.stored_layers() != version.layout_meta and ref.layout() != version.shapes:
         raise ref.misfit(f"delta layers {ref.layout()} differ from the network's {version.shapes}")
     numel = version.bits.numel
     try:
@@ -328,7 +332,7 @@ def read_version(engine: Engine, blobs: BlobStore, version: int | None = None) -
         np.zeros(numel, VALUE_DTYPE),
         OwnerBits.empty(numel, refs[-1].seq),
         refs[-1].seq,
-        refs[0].mask_meta.get("layers"),
+        refs[0].stored_layers(),
     )
     # Reading, hashing, decoding and scattering let go of the GIL, so they run on a thread
     # pool (for a network of more than one chunk), a delta's scatter in chunks; the owner
