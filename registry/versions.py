@@ -271,8 +271,10 @@ def _read_mask(blobs: BlobStore, ref: _DeltaRef, numel: int) -> np.ndarray:
 def _read(blobs: BlobStore, version: PackedVersion, ref: _DeltaRef) -> _Read:
     """One delta's blobs, hash-checked and decoded, and checked to fit the network as far as
     the counts go (which layer each value lands in is checked as it is scattered)."""
-    if ref.stored_layers() != version.layout_meta and ref.layout() != version.shapes:
-        raise ref.misfit(f"delta layers {ref.layout()} differ from the network's {version.shapes}")
+    if ref.stored_layers() != version.layout_meta:
+        layout = ref.layout()  # in order: a mask's bits are the layers' weights one by one
+        if list(layout.items()) != list(version.shapes.items()):
+            raise ref.misfit(f"delta layers {layout} differ from the network's {version.shapes}")
     numel = version.bits.numel
     try:
         packed = _read_mask(blobs, ref, numel)

@@ -173,6 +173,27 @@ def test_versions_load_as_their_deltas_applied_one_by_one(
             assert np.array_equal(loaded.owners[layer], state.owners[layer])
 
 
+@pytest.mark.parametrize(
+    ("meta", "problem"),
+    [
+        (["not", "an", "object"], r"is unusable: .*layout meta is unreadable"),
+        ({"numel": 143}, r"is unusable: .*layout meta is unreadable"),
+        (
+            {"numel": 143, "layers": [["fc", [5, 7]], ["conv1", [4, 3, 3, 3]]]},
+            r"does not fit the network: delta layers",
+        ),
+    ],
+)
+def test_a_delta_whose_layout_meta_differs_is_refused(
+    three_tasks: Registry, meta: object, problem: str
+) -> None:
+    mask = three_tasks.get_task("t2").mask
+    with three_tasks.engine.begin() as conn:
+        conn.execute(update(Blob).where(Blob.id == mask.id).values(meta=meta))
+    with pytest.raises(BlobCorrupted, match=rf"task 't2' \(seq 2\) {problem}"):
+        three_tasks.load_weights()
+
+
 def test_a_value_moved_to_another_layer_is_refused(three_tasks: Registry) -> None:
     """One of t2's conv1 values moved to the end of its fc values: the counts still add up
     to its mask's, but its values no longer fall in their layers."""
