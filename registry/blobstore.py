@@ -195,8 +195,9 @@ class BlobStore:
         try:
             if not self.is_local:
                 return self.fs.cat_file(path)
-            # Without fsspec's open or a Path: a version is two reads per task delta.
-            with open(path, "rb") as handle:
+            # Without fsspec's open, a Path or a buffer (whose set-up asks isatty): a version
+            # is two reads per task delta.
+            with open(path, "rb", buffering=0) as handle:
                 return handle.read()
         except FileNotFoundError as exc:
             raise BlobMissing(f"blob {reference} is missing from the store {self.uri}") from exc

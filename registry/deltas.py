@@ -12,10 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
+from itertools import pairwise
 
 import numpy as np
 
-from registry.codecs import decode_arrays, encode_arrays
+from registry.codecs import TensorSpan, encode_arrays, safetensors_spans
 from registry.errors import BlobCorrupted
 from registry.ownership import OWNER_PREFIX, WEIGHT_PREFIX, owner_dtype
 
@@ -49,20 +51,46 @@ def encode_values(values: Mapping[str, np.ndarray]) -> bytes:
 
 
 def decode_values(data: bytes, layers: Sequence[str]) -> dict[str, np.ndarray]:
-    """A values blob's arrays by layer; BlobCorrupted unless it holds exactly ``layers``,
-    each 1-D float32."""
-    arrays = decode_arrays(data)
-    expected = {WEIGHT_PREFIX + name for name in layers}
-    if set(arrays) != expected:
-        raise BlobCorrupted(f"the values blob holds {sorted(arrays)}, expected {sorted(expected)}")
-    values = {name: arrays[WEIGHT_PREFIX + name] for name in layers}
-    for name, array in values.items():
-        if array.ndim != 1 or array.dtype != VALUE_DTYPE:
+    """A values blob's arrays by layer (read-only views of ``data``, no copy); BlobCorrupted
+    unless it holds exactly ``layers``, each 1-D float32."""
+    return {name: span.view(data) for name, span in zip(layers, _spans(data, layers), strict=True)}
+
+
+def flat_values(data: bytes, layers: Sequence[str]) -> tuple[np.ndarray, list[int]]:
+    """A values blob's values of every layer, concatenated in ``layers`` order, and how many
+    each layer has; BlobCorrupted as :func:`decode_values`. A read-only view of ``data`` when
+    the blob holds them in that order (safetensors does when the layer names sort in network
+    order, as the VGG backbones' do), else one concatenation."""
+    spans = _spans(data, layers)
+    sizes = [span.shape[0] for span in spans]
+    filled = [span for span in spans if span.end > span.begin]
+    if all(one.end == following.begin for one, following in pairwise(filled)):
+        begin = filled[0].begin if filled else len(data)
+        return np.frombuffer(data, VALUE_DTYPE, sum(sizes), begin), sizes
+    return np.concatenate([span.view(data) for span in spans]), sizes
+
+
+@cache
+def _keys(layers: tuple[str, ...]) -> tuple[str, ...]:
+    """The values blob's tensor names of ``layers`` (a version's loading asks for them per
+    task)."""
+    return tuple(WEIGHT_PREFIX + name for name in layers)
+
+
+def _spans(data: bytes, layers: Sequence[str]) -> list[TensorSpan]:
+    """Where each layer's values lie in a values blob, in ``layers`` order; BlobCorrupted
+    unless it holds exactly ``layers``, each 1-D float32."""
+    spans = {span.name: span for span in safetensors_spans(data)}
+    keys = _keys(tuple(layers))
+    if spans.keys() != set(keys):
+        raise BlobCorrupted(f"the values blob holds {sorted(spans)}, expected {sorted(keys)}")
+    ordered = [spans[key] for key in keys]
+    for name, span in zip(layers, ordered, strict=True):
+        if len(span.shape) != 1 or span.dtype != VALUE_DTYPE:
             raise BlobCorrupted(
-                f"layer {name}: values are {array.dtype} of shape {array.shape}, "
-                "expected 1-D float32"
+                f"layer {name}: values are {span.dtype} of shape {span.shape}, expected 1-D float32"
             )
-    return values
+    return ordered
 
 
 class Materialised:

@@ -30,7 +30,7 @@ from sqlalchemy.orm import aliased
 
 from registry.blobstore import BlobStore
 from registry.codecs import MASK_BITORDER, mask_nbytes
-from registry.deltas import VALUE_DTYPE, Materialised, decode_values
+from registry.deltas import VALUE_DTYPE, Materialised, flat_values
 from registry.errors import BlobCorrupted, BlobMissing, RegistryError
 from registry.models import Blob, ModelVersion, Task
 from registry.ownership import owner_dtype
@@ -145,6 +145,7 @@ class PackedVersion:
     weights: np.ndarray
     bits: OwnerBits
     last_seq: int
+    layout_meta: Any = None  # the mask meta's "layers" that ``shapes`` came from, if any
 
     @cached_property
     def bounds(self) -> np.ndarray:
@@ -188,6 +189,10 @@ class _DeltaRef:
             f"the stored delta of task {self.task!r} (seq {self.seq}) does not fit the "
             f"network: {problem}"
         )
+
+    def stored_layers(self) -> Any:
+        """The layout meta as stored (cheap to compare with another delta's), or None."""
+        return self.mask_meta.get("layers") if isinstance(self.mask_meta, dict) else None
 
     def layout(self) -> dict[str, tuple[int, ...]]:
         """The layer shapes, in flat order, that the mask's meta records."""
@@ -246,7 +251,7 @@ class _Read:
 
     packed: np.ndarray
     values: np.ndarray
-    layer_sizes: np.ndarray
+    layer_sizes: list[int]
     chunk_counts: list[int]
 
 
@@ -266,12 +271,16 @@ def _read_mask(blobs: BlobStore, ref: _DeltaRef, numel: int) -> np.ndarray:
 def _read(blobs: BlobStore, version: PackedVersion, ref: _DeltaRef) -> _Read:
     """One delta's blobs, hash-checked and decoded, and checked to fit the network as far as
     the counts go (which layer each value lands in is checked as it is scattered)."""
-    if ref.layout() != version.shapes:
-        raise ref.misfit(f"delta layers {ref.layout()} differ from the network's {version.shapes}")
+    if ref.stored_layers() != version.layout_meta:
+        layout = ref.layout()  # in order: a mask's bits are the layers' weights one by one
+        if list(layout.items()) != list(version.shapes.items()):
+            raise ref.misfit(f"delta layers {layout} differ from the network's {version.shapes}")
     numel = version.bits.numel
     try:
         packed = _read_mask(blobs, ref, numel)
-        values = decode_values(blobs.get(ref.values_key, ref.values_sha256), list(version.shapes))
+        values, layer_sizes = flat_values(
+            blobs.get(ref.values_key, ref.values_sha256), list(version.shapes)
+        )
     except (BlobMissing, BlobCorrupted) as exc:
         raise ref.unusable(exc) from exc
     if numel % 8 and packed[-1] >> numel % 8:
@@ -280,10 +289,9 @@ def _read(blobs: BlobStore, version: PackedVersion, ref: _DeltaRef) -> _Read:
         set_bits(packed[start : start + CHUNK_BYTES])
         for start in range(0, packed.size, CHUNK_BYTES)
     ]
-    layer_sizes = np.array([layer.size for layer in values.values()])
-    if sum(chunk_counts) != layer_sizes.sum():
-        raise ref.misfit(f"{layer_sizes.sum()} values for {sum(chunk_counts)} new weights")
-    return _Read(packed, np.concatenate(list(values.values())), layer_sizes, chunk_counts)
+    if sum(chunk_counts) != values.size:
+        raise ref.misfit(f"{values.size} values for {sum(chunk_counts)} new weights")
+    return _Read(packed, values, layer_sizes, chunk_counts)
 
 
 def _scatter(version: PackedVersion, delta: _Read, chunk: int, offset: int) -> np.ndarray:
@@ -326,6 +334,7 @@ def read_version(engine: Engine, blobs: BlobStore, version: int | None = None) -
         np.zeros(numel, VALUE_DTYPE),
         OwnerBits.empty(numel, refs[-1].seq),
         refs[-1].seq,
+        refs[0].stored_layers(),
     )
     # Reading, hashing, decoding and scattering let go of the GIL, so they run on a thread
     # pool (for a network of more than one chunk), a delta's scatter in chunks; the owner

@@ -2,12 +2,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from registry_fakes import make_commit
+import registry_fakes
+from registry_fakes import LAYER_SHAPES, make_commit
 from sqlalchemy import select, update
 
 from registry import versions as registry_versions
 from registry.codecs import pack_mask, unpack_mask
-from registry.deltas import decode_values, encode_values
+from registry.deltas import Delta, Materialised, decode_values, encode_values
 from registry.errors import BlobCorrupted
 from registry.models import Blob, ModelVersion, Task, TaskLayer
 from registry.records import VersionRow
@@ -137,6 +138,60 @@ def test_versions_load_alike_in_chunks(three_tasks: Registry, monkeypatch) -> No
         assert {n: a.tobytes() for n, a in chunked.items()} == {
             n: a.tobytes() for n, a in expected.items()
         }
+
+
+@pytest.mark.parametrize("chunk_bytes", [registry_versions.CHUNK_BYTES, 3])
+@pytest.mark.parametrize("layer_order", [["conv1", "fc"], ["fc", "conv1"]])
+def test_versions_load_as_their_deltas_applied_one_by_one(
+    registry: Registry, monkeypatch, layer_order: list[str], chunk_bytes: int
+) -> None:
+    """The replica's load (values viewed in the blob when its layers lie in network order,
+    copied when not; scattered whole or in chunks on threads) gives every version bit for
+    bit as applying each delta's unpacked mask and values in seq order does."""
+    monkeypatch.setattr(registry_fakes, "LAYER_SHAPES", {n: LAYER_SHAPES[n] for n in layer_order})
+    monkeypatch.setattr(registry_versions, "CHUNK_BYTES", chunk_bytes)
+    names = ["t1", "t2", "t3", "t4"]
+    for seq, name in enumerate(names, start=1):
+        registry.commit_task(make_commit(registry, name, seed=seq))
+    state = None
+    for name in names:
+        task = registry.get_task(name)
+        with registry.engine.connect() as conn:
+            meta = conn.scalar(select(Blob.meta).where(Blob.id == task.mask.id))
+        taken = unpack_mask(registry.read_blob(task.mask), meta)
+        assert list(taken) == layer_order
+        version = registry._version(
+            VersionRow.query().where(ModelVersion.id == task.model_version_id)
+        )
+        values = decode_values(registry.read_blob(version.weights), list(taken))
+        shapes = {layer: mask.shape for layer, mask in taken.items()}
+        state = state.copy() if state else Materialised.empty(shapes, len(names))
+        assert state.apply(Delta(taken, values), task.seq) == []
+        loaded = registry.load_version(task.model_version_id)
+        for layer in layer_order:
+            assert loaded.weights[layer].tobytes() == state.weights[layer].tobytes()
+            assert np.array_equal(loaded.owners[layer], state.owners[layer])
+
+
+@pytest.mark.parametrize(
+    ("meta", "problem"),
+    [
+        (["not", "an", "object"], r"is unusable: .*layout meta is unreadable"),
+        ({"numel": 143}, r"is unusable: .*layout meta is unreadable"),
+        (
+            {"numel": 143, "layers": [["fc", [5, 7]], ["conv1", [4, 3, 3, 3]]]},
+            r"does not fit the network: delta layers",
+        ),
+    ],
+)
+def test_a_delta_whose_layout_meta_differs_is_refused(
+    three_tasks: Registry, meta: object, problem: str
+) -> None:
+    mask = three_tasks.get_task("t2").mask
+    with three_tasks.engine.begin() as conn:
+        conn.execute(update(Blob).where(Blob.id == mask.id).values(meta=meta))
+    with pytest.raises(BlobCorrupted, match=rf"task 't2' \(seq 2\) {problem}"):
+        three_tasks.load_weights()
 
 
 def test_a_value_moved_to_another_layer_is_refused(three_tasks: Registry) -> None:
