@@ -470,10 +470,11 @@ def main(argv: list[str] | None = None) -> dict:
             )
             out.write_text(json.dumps(build_document(command, settings, runs, layers), indent=1))
     if args.merge:
+        # Parts may hold other seeds, other methods or both (one process per method and seed).
         parts = [json.loads(Path(path).read_text()) for path in args.merge]
-        settings = parts[0]["settings"] | {"seeds": sum(p["settings"]["seeds"] for p in parts)}
-        methods = list(parts[0]["runs"])
-        runs = {m: [Run(**r) for p in parts for r in p["runs"][m]] for m in methods}
+        methods = list(dict.fromkeys(m for p in parts for m in p["runs"]))
+        runs = {m: [Run(**r) for p in parts for r in p["runs"].get(m, [])] for m in methods}
+        settings = parts[0]["settings"] | {"seeds": max(len(r) for r in runs.values())}
     document = build_document(command, settings, runs, layers)
     out.write_text(json.dumps(document, indent=1))
     if args.plots:
