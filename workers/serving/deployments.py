@@ -56,8 +56,12 @@ MODELS = "TaskModels"
 # Serve's throughput mode for the replicas (user code on the replica's own event loop, request
 # logs buffered). Set per replica, so it travels with the app to any cluster and leaves the
 # driver's handles as they are (that mode's handles only work inside an event loop). About
-# +15 % requests per second on small requests (docs/serving.md).
-REPLICA_RUNTIME_ENV = {"env_vars": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}}
+# +15 % requests per second on small requests (docs/serving.md). Without its direct ingress,
+# which would give each replica an HTTP server of its own beside the proxy's (HAProxy turns it
+# back on: there it is the path HAProxy takes).
+REPLICA_RUNTIME_ENV = {
+    "env_vars": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
+}
 # How long a stopping replica may finish in-flight requests (a forward takes well under a
 # second). Measured: replicas with nothing in flight still took Serve's whole 20 s default to
 # stop, which held every redeploy (`strata serve --follow`) and shutdown that long.

@@ -81,7 +81,8 @@ class _FakeRay:
 def fake_ray(monkeypatch: pytest.MonkeyPatch) -> _FakeRay:
     fake = _FakeRay()
     monkeypatch.setitem(sys.modules, "ray", fake)
-    for name in [*ray_runtime.HAPROXY_ENV, *HAPROXY_PORT_ENVS, "RAY_ADDRESS"]:
+    for name in [*ray_runtime.HAPROXY_ENV, *ray_runtime.SERVE_ENV, *HAPROXY_PORT_ENVS,
+                 "RAY_ADDRESS"]:  # fmt: skip
         monkeypatch.delenv(name, raising=False)  # restored after the test
     return fake
 
@@ -108,3 +109,15 @@ def test_haproxy_ports_set_by_the_user_are_kept(
 def test_without_haproxy_no_haproxy_ports_are_set(fake_ray: _FakeRay) -> None:
     ray_runtime.connect()
     assert not set(HAPROXY_PORT_ENVS) & set(fake_ray.environments[0])
+
+
+def test_the_embedded_instance_runs_serve_in_throughput_mode(
+    fake_ray: _FakeRay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its proxy too, not only the replicas; a setting the user made is kept."""
+    ray_runtime.connect()
+    assert ray_runtime.SERVE_ENV.items() <= fake_ray.environments[0].items()
+    monkeypatch.setenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0")
+    fake_ray.environments.clear()
+    ray_runtime.connect()
+    assert fake_ray.environments[0]["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0"
