@@ -6,6 +6,7 @@ import io
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -144,6 +145,10 @@ def test_serve_answers_like_predict(registered, ingress):
         assert bool(haproxies) == (ingress == "haproxy")
         ports = {c.laddr.port for p in haproxies for c in p.net_connections() if c.laddr}
         assert not ports & {8404, 9101}  # stats and metrics on free ports, not the fixed ones
+        sockets = {c.laddr for p in haproxies for c in p.net_connections("unix") if c.laddr}
+        assert bool(sockets) == (ingress == "haproxy")  # the admin socket, mode 666 ...
+        for path in map(Path, sockets):  # ... in a directory only its owner can enter
+            assert stat.S_IMODE(path.parent.parent.stat().st_mode) == 0o700, path
     finally:
         server.send_signal(signal.SIGINT)
         try:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -82,7 +84,7 @@ def fake_ray(monkeypatch: pytest.MonkeyPatch) -> _FakeRay:
     fake = _FakeRay()
     monkeypatch.setitem(sys.modules, "ray", fake)
     for name in [*ray_runtime.HAPROXY_ENV, *ray_runtime.SERVE_ENV, *HAPROXY_PORT_ENVS,
-                 "RAY_ADDRESS"]:  # fmt: skip
+                 *ray_runtime.HAPROXY_FILE_ENVS, "RAY_ADDRESS"]:  # fmt: skip
         monkeypatch.delenv(name, raising=False)  # restored after the test
     return fake
 
@@ -96,6 +98,17 @@ def test_haproxy_stats_and_metrics_ports_are_picked_free(fake_ray: _FakeRay) -> 
     for port in ports:
         ensure_port_free("0.0.0.0", port)
     assert environment["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+
+
+def test_haproxys_admin_socket_lies_in_a_private_directory(fake_ray: _FakeRay) -> None:
+    """Not /tmp/haproxy-serve, which every local user can enter (the socket is mode 666)."""
+    ray_runtime.connect(haproxy=True)
+    environment = fake_ray.environments[0]
+    root = Path(environment["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"])
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    for name in ray_runtime.HAPROXY_FILE_ENVS:
+        assert Path(environment[name]).is_relative_to(root), name
+    assert Path(environment["RAY_SERVE_HAPROXY_SOCKET_PATH"]).name == "admin.sock"
 
 
 def test_haproxy_ports_set_by_the_user_are_kept(
