@@ -122,8 +122,8 @@ def as_images(x: np.ndarray, key: str = "x") -> Tensor:
 def checked_pixels(x: np.ndarray, key: str = "x") -> np.ndarray:
     """The first half of ``as_images``: checked, (N, C, H, W), still in the array's own dtype.
 
-    The serving gateway checks requests with it and ships these compact pixels (uint8 is a
-    quarter of float32) to the model replica, which finishes with ``scaled_images``.
+    The serving replicas check requests with it and keep these compact pixels (uint8 is a
+    quarter of float32) until the forward, which finishes with ``scaled_images``.
     """
     return pixels_nchw(np.asarray(x), key)
 

@@ -16,9 +16,8 @@ from base.errors import StrataError, first_line
 from base.location import RegistryLocation
 from base.ports import ensure_port_free
 from registry.store import Registry
-from workers.loading import backbone_of
 from workers.serve_options import ServeOptions
-from workers.serving.deployments import GATEWAY_CPUS, REPLICA_RUNTIME_ENV, Gateway, TaskModels
+from workers.serving.deployments import REPLICA_RUNTIME_ENV, TaskModels
 
 APP_NAME = "strata"
 
@@ -35,10 +34,8 @@ def _bind_head(location: RegistryLocation, options: ServeOptions) -> tuple[Appli
         head = registry.head()
         if head is None:
             raise StrataError("the registry holds no task yet: nothing to serve")
-        tasks = [t.name for t in registry.list_tasks() if t.model_version_id <= head.id]
-        input_size = backbone_of(registry).input_size
         registry.load_packed(head.id)  # a damaged delta: one error here, not failing replicas
-    models = TaskModels.options(
+    app = TaskModels.options(
         autoscaling_config={
             "min_replicas": options.min_replicas,
             "initial_replicas": max(options.min_replicas, 1),
@@ -49,21 +46,8 @@ def _bind_head(location: RegistryLocation, options: ServeOptions) -> tuple[Appli
         },
         max_ongoing_requests=2 * options.target_ongoing,
         ray_actor_options={"num_cpus": options.replica_cpus, "runtime_env": REPLICA_RUNTIME_ENV},
-    ).bind(
-        location.db_url,
-        location.store_uri,
-        head.id,
-        options.max_tasks,
-        options.batch_wait_ms,
-        options.batch_images,
-        options.max_batch,
-    )
-    gateway = Gateway.options(
-        num_replicas=1,
-        max_ongoing_requests=1000,
-        ray_actor_options={"num_cpus": GATEWAY_CPUS, "runtime_env": REPLICA_RUNTIME_ENV},
-    ).bind(models, head.id, tasks, options, input_size, location)
-    return gateway, head.id
+    ).bind(location, head.id, options)
+    return app, head.id
 
 
 def app_builder(args: dict[str, Any]) -> Application:

@@ -1,12 +1,12 @@
-"""The two Serve deployments of ``strata serve`` (see ``workers.serving``).
+"""The Serve deployment of ``strata serve`` (see ``workers.serving``): ``TaskModels``.
 
-- ``TaskModels``: the autoscaled model replicas. Each holds the shared weights of ONE model
-  version once (a ``workers.inference.Predictor``) and loads task views on demand through
-  ``serve.multiplexed`` (model id = task name); concurrent requests for one task share a
-  forward (``serve.batch``, a bounded wait).
-- ``Gateway``: the HTTP ingress (FastAPI). It reads and checks requests
-  (``workers.serving.requests``), answers bad ones itself and forwards good ones to the task
-  models, choosing the replica by task.
+One deployment is both the HTTP ingress (FastAPI, ``serve.ingress``) and the model replica:
+each replica reads and checks requests (``workers.serving.requests``), answers bad ones
+itself, and runs the forward. It holds the shared weights of ONE model version once (a
+``workers.inference.Predictor``) and loads task views on demand (``serve.multiplexed``, model
+id = task name, at most ``max_tasks``, LRU); concurrent requests share forwards per task
+(``serve.batch``, a bounded wait). Serve's proxy (or HAProxy) hands a request straight to a
+replica: no second hop between an ingress and the models (docs/serving.md, *Throughput*).
 """
 
 # No ``from __future__ import annotations``: Serve's class-based FastAPI views resolve the
@@ -24,7 +24,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from ray import serve
-from ray.serve.handle import DeploymentHandle
 
 from base.errors import StrataError, first_line
 from base.location import RegistryLocation
@@ -54,13 +53,15 @@ from workers.serving.requests import (
 from workers.serving.responses import NPY_ANSWER, json_response, npy_response, wants_npy
 
 MODELS = "TaskModels"
-GATEWAY = "Gateway"
-GATEWAY_CPUS = 0.1
-# Serve's throughput mode for the two deployments' replicas (user code on the replica's own
-# event loop, request logs buffered). Set per replica, so it travels with the app to any
-# cluster and leaves the driver's handles as they are (that mode's handles only work inside
-# an event loop). About +15 % requests per second on small requests (docs/serving.md).
-REPLICA_RUNTIME_ENV = {"env_vars": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}}
+# Serve's throughput mode for the replicas (user code on the replica's own event loop, request
+# logs buffered). Set per replica, so it travels with the app to any cluster and leaves the
+# driver's handles as they are (that mode's handles only work inside an event loop). About
+# +15 % requests per second on small requests (docs/serving.md). Without its direct ingress,
+# which would give each replica an HTTP server of its own beside the proxy's (HAProxy turns it
+# back on: there it is the path HAProxy takes).
+REPLICA_RUNTIME_ENV = {
+    "env_vars": {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
+}
 # How long a stopping replica may finish in-flight requests (a forward takes well under a
 # second). Measured: replicas with nothing in flight still took Serve's whole 20 s default to
 # stop, which held every redeploy (`strata serve --follow`) and shutdown that long.
@@ -81,97 +82,7 @@ class Queued:
         return sum(len(array) for array in self.arrays)
 
 
-@serve.deployment(name=MODELS, graceful_shutdown_timeout_s=REPLICA_SHUTDOWN_S)
-class TaskModels:
-    """Shared weights of one model version, plus up to ``max_tasks`` multiplexed task views."""
-
-    def __init__(
-        self,
-        db_url: str,
-        store_uri: str,
-        version: int,
-        max_tasks: int,
-        batch_wait_ms: float = 0.0,
-        batch_images: int = 1,
-        max_batch: int = 1,
-    ) -> None:
-        self.registry = Registry.open(db_url, store_uri)
-        self.predictor = Predictor(self.registry, max_tasks=max_tasks, version=version)
-        # The Predictor is not thread-safe, and a replica owns a fraction of a core: one
-        # forward at a time, off the event loop so health checks and queueing stay live.
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strata-predict")
-
-        async def load_view(task: str) -> TaskView:
-            before = self.predictor.loaded
-            view = await self._run(self.predictor.view, task)
-            record_loads(task, before, self.predictor.loaded)
-            return view
-
-        # Built per replica because the cache size is a run-time option.
-        self.load_view = serve.multiplexed(max_num_models_per_replica=max_tasks)(load_view)
-        self.batching = batch_wait_ms > 0
-        # A larger request than the cap still runs (alone): Serve fails an item over it.
-        self._forward_batch.set_max_batch_size(max(batch_images, max_batch))
-        self._forward_batch.set_batch_wait_timeout_s(batch_wait_ms / 1000)
-
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
-
-    def _batch(self, arrays: list[np.ndarray], task: str) -> torch.Tensor:
-        """Scale and fit each part of checked pixels, then stack: the steps of ``read_inputs``."""
-        return torch.cat([self.predictor.fit(scaled_images(a), task) for a in arrays])
-
-    def _task_logits(self, task: str, view: TaskView, arrays: list[np.ndarray]) -> Prediction:
-        logits = view.logits(self._batch(arrays, task))
-        return Prediction(task, logits, class_names=view.class_names, forward_inputs=len(logits))
-
-    def _auto(self, arrays: list[np.ndarray]) -> Prediction:
-        return self.predictor.predict(AUTO, self._batch(arrays, AUTO))
-
-    async def predict(self, arrays: list[np.ndarray]) -> Prediction:
-        """Logits of the task named by the request's multiplexed model id."""
-        task = serve.get_multiplexed_model_id()
-        if task not in self.predictor.tasks:  # checked first: a failed load would evict one
-            raise TaskNotFound(f"task {task!r} is not served by this model version")
-        view = await self.load_view(task)
-        if self.batching:
-            return await self._forward_batch(Queued(task, view, arrays))
-        record_batch(task, sum(len(a) for a in arrays))
-        return await self._run(self._task_logits, task, view, arrays)
-
-    @serve.batch(batch_size_fn=lambda queued: sum(q.images for q in queued))
-    async def _forward_batch(self, queued: list[Queued]) -> list[Prediction]:
-        """One forward for concurrent requests of one task, each answered with its own rows.
-
-        Serve splits what it collects by multiplexed model id, so ``queued`` is one task's.
-        """
-        task, view = queued[0].task, queued[0].view
-        sizes = [q.images for q in queued]
-        record_batch(task, sum(sizes))
-        arrays = [array for q in queued for array in q.arrays]
-        logits = await self._run(lambda: view.logits(self._batch(arrays, task)))
-        return [
-            Prediction(task, rows, class_names=view.class_names, forward_inputs=len(logits))
-            for rows in logits.split(sizes)
-        ]
-
-    async def predict_auto(self, arrays: list[np.ndarray]) -> Prediction:
-        """Logits of the task whose stored summary is closest to the batch."""
-        prediction = await self._run(self._auto, arrays)
-        record_batch(prediction.task, sum(len(a) for a in arrays))
-        return prediction
-
-    def loaded(self) -> list[str]:
-        """Task views the replica's predictor holds, least recently loaded first.
-
-        Serve's multiplexed cache decides what is loaded; the predictor's LRU (same size)
-        is what loads, so it may keep a view Serve dropped (views are small: private
-        parameters only).
-        """
-        return self.predictor.loaded
-
-
-# ---- HTTP ingress ----------------------------------------------------------------------------
+# ---- HTTP API --------------------------------------------------------------------------------
 
 api = FastAPI(title="Strata", description="Many recognition tasks served from one network.")
 install(api)  # the Open Inference Protocol v2 routes (workers/serving/oip.py)
@@ -209,33 +120,46 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 def _as_http_error(exc: Exception) -> HTTPException:
-    """An exception raised in a model replica as an HTTP error with a one-line detail."""
-    cause = getattr(exc, "cause", None) or exc  # Ray wraps replica exceptions in RayTaskError
-    if isinstance(cause, TaskNotFound):
-        return HTTPException(404, str(cause))
-    if isinstance(cause, StrataError):
-        return HTTPException(400, str(cause))
-    return HTTPException(500, f"internal error: {type(cause).__name__}: {first_line(cause)}")
+    """An exception of the forward as an HTTP error with a one-line detail."""
+    if isinstance(exc, TaskNotFound):
+        return HTTPException(404, str(exc))
+    if isinstance(exc, StrataError):
+        return HTTPException(400, str(exc))
+    return HTTPException(500, f"internal error: {type(exc).__name__}: {first_line(exc)}")
 
 
-@serve.deployment(name=GATEWAY, graceful_shutdown_timeout_s=REPLICA_SHUTDOWN_S)
+@serve.deployment(name=MODELS, graceful_shutdown_timeout_s=REPLICA_SHUTDOWN_S)
 @serve.ingress(api)
-class Gateway(OpenInference):
-    def __init__(
-        self,
-        models: DeploymentHandle,
-        version: int,
-        tasks: list[str],
-        options: ServeOptions,
-        input_size: int,
-        location: RegistryLocation,
-    ) -> None:
+class TaskModels(OpenInference):
+    """The HTTP API over the shared weights of one model version and up to ``max_tasks``
+    task views."""
+
+    def __init__(self, location: RegistryLocation, version: int, options: ServeOptions) -> None:
         use_registry(dashboard, location.db_url, location.store_uri)  # what /ui shows
-        self.models = models
+        self.registry = Registry.open(location.db_url, location.store_uri)
+        self.predictor = Predictor(self.registry, max_tasks=options.max_tasks, version=version)
         self.version = version
-        self.tasks = tasks
+        self.tasks = self.predictor.tasks
         self.options = options
-        self.input_size = input_size  # the backbone's: large JPEGs decode at reduced scale
+        # The backbone's input size: large JPEGs decode at a reduced scale.
+        self.input_size = self.predictor.network.config.input_size
+        # The Predictor is not thread-safe, and a replica owns a fraction of a core: one
+        # forward at a time, off the event loop so HTTP, health checks and queueing stay live.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strata-predict")
+
+        async def load_view(task: str) -> TaskView:
+            before = self.predictor.loaded
+            view = await self._run(self.predictor.view, task)
+            record_loads(task, before, self.predictor.loaded)
+            return view
+
+        # Built per replica because the cache size is a run-time option. It also tells Serve
+        # which tasks the replica holds, for clients that name the task in the
+        # ``serve_multiplexed_model_id`` header as well (docs/serving.md).
+        self.load_view = serve.multiplexed(max_num_models_per_replica=options.max_tasks)(load_view)
+        # A larger request than the cap still runs (alone): Serve fails an item over it.
+        self._forward_batch.set_max_batch_size(max(options.batch_images, options.max_batch))
+        self._forward_batch.set_batch_wait_timeout_s(options.batch_wait_ms / 1000)
 
     @api.get("/healthz", response_model=HealthResponse)
     def healthz(self) -> dict:
@@ -264,15 +188,71 @@ class Gateway(OpenInference):
             return npy_response(prediction)
         return json_response(prediction, names, logits)  # skips FastAPI's per-item encoding
 
+    async def forward(self, task: str, arrays: list[np.ndarray]) -> Prediction:
+        """Logits of ``task`` (or ``auto``) on checked pixels; also callable by handle."""
+        if task == AUTO:
+            prediction = await self._run(self._auto, arrays)
+            record_batch(prediction.task, sum(len(a) for a in arrays))
+            return prediction
+        if task not in self.predictor.tasks:  # checked first: a failed load would evict one
+            raise TaskNotFound(f"task {task!r} is not served by this model version")
+        view = await self.load_view(task)
+        if self.options.batching:
+            return await self._forward_batch(Queued(task, view, arrays))
+        record_batch(task, sum(len(a) for a in arrays))
+        (prediction,) = await self._run(self._task_rows, [Queued(task, view, arrays)])
+        return prediction
+
+    @serve.batch(batch_size_fn=lambda queued: sum(q.images for q in queued))
+    async def _forward_batch(self, queued: list[Queued]) -> list[Prediction]:
+        """One forward per task for concurrent requests, each answered with its own rows.
+
+        The task comes from the URL, not from Serve's multiplexed model id (by which Serve
+        splits batches), so the requests are grouped by task here: a forward never mixes tasks.
+        """
+        by_task: dict[str, list[int]] = {}
+        for index, item in enumerate(queued):
+            by_task.setdefault(item.task, []).append(index)
+        answers: dict[int, Prediction] = {}
+        for task, indices in by_task.items():
+            group = [queued[index] for index in indices]
+            record_batch(task, sum(item.images for item in group))
+            rows = await self._run(self._task_rows, group)
+            answers.update(zip(indices, rows, strict=True))
+        return [answers[index] for index in range(len(queued))]
+
+    def loaded(self) -> list[str]:
+        """Task views the replica's predictor holds, least recently loaded first.
+
+        Serve's multiplexed cache decides what is loaded; the predictor's LRU (same size)
+        is what loads, so it may keep a view Serve dropped (views are small: private
+        parameters only).
+        """
+        return self.predictor.loaded
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._worker, fn, *args)
+
+    def _batch(self, arrays: list[np.ndarray], task: str) -> torch.Tensor:
+        """Scale and fit each part of checked pixels, then stack: the steps of ``read_inputs``."""
+        return torch.cat([self.predictor.fit(scaled_images(a), task) for a in arrays])
+
+    def _task_rows(self, group: list[Queued]) -> list[Prediction]:
+        """One forward for requests of one task; each request's rows, in order."""
+        task, view = group[0].task, group[0].view
+        logits = view.logits(self._batch([a for item in group for a in item.arrays], task))
+        return [
+            Prediction(task, rows, class_names=view.class_names, forward_inputs=len(logits))
+            for rows in logits.split([item.images for item in group])
+        ]
+
+    def _auto(self, arrays: list[np.ndarray]) -> Prediction:
+        return self.predictor.predict(AUTO, self._batch(arrays, AUTO))
+
     async def _forward(self, task: str, arrays: list[np.ndarray]) -> Prediction:
-        """The replicas' prediction for one task (or ``auto``) on checked pixels."""
-        call = (
-            self.models.predict_auto
-            if task == AUTO
-            else self.models.options(multiplexed_model_id=task).predict
-        )
+        """``forward`` for the HTTP routes: what it raises as an HTTP error."""
         try:
-            return await call.remote(arrays)
+            return await self.forward(task, arrays)
         except Exception as exc:
             raise _as_http_error(exc) from None
 

@@ -1,9 +1,9 @@
 """Prometheus metrics of the serving application, per task and route (``ray.serve.metrics``).
 
 Ray exports them with its own metrics (each node's metrics export port, where KubeRay's
-PodMonitor scrapes); Serve adds the deployment, replica and application tags. The gateway
+PodMonitor scrapes); Serve adds the deployment, replica and application tags. The ingress
 counts requests, errors and latency per route and task (an ASGI middleware, so every route
-and every error answer is counted, and nothing is buffered); the model replicas record the
+and every error answer is counted, and nothing is buffered); the same replicas record the
 batch sizes they run and the task views they load and evict.
 """
 

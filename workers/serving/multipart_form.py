@@ -1,7 +1,7 @@
 """The file parts of a multipart/form-data body, parsed by python-multipart.
 
 The same parser Starlette's ``Request.form()`` drives, fed the already size-checked body in
-one call: the gateway has the bytes in hand (it measured them against ``max_body_bytes``),
+one call: the replica has the bytes in hand (it measured them against ``max_body_bytes``),
 and a synchronous parse keeps the request checks callable without an event loop. Parts are
 counted as they arrive, so a body with more files than a batch may hold is refused (413)
 before the rest of it is parsed.

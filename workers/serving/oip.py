@@ -1,4 +1,4 @@
-"""Open Inference Protocol v2 (KServe v2) REST routes of the gateway.
+"""Open Inference Protocol v2 (KServe v2) REST routes of the served application.
 
 The routes KServe, Triton and MLServer clients speak, beside Strata's own ``/predict``:
 health, model metadata and readiness, and ``POST /v2/models/{task}/infer``. A model is a
@@ -6,8 +6,8 @@ task (``auto`` chooses one, as ``/predict/auto`` does); its one input tensor ``i
 holds UINT8 or FP32 pixels of shape (N, H, W), (N, H, W, C) or (N, C, H, W), as JSON data
 or through the protocol's binary tensor extension; its outputs are ``label`` (INT64),
 ``score`` (FP32), ``logits`` (FP32) and ``class`` (BYTES: the task's name for each label).
-Errors answer the protocol's ``{"error": "<message>"}``. The gateway class inherits
-``OpenInference``; the inputs go to the same replicas as ``/predict``, so logits agree as
+Errors answer the protocol's ``{"error": "<message>"}``. The deployment class inherits
+``OpenInference``; the inputs take the same forward as ``/predict``'s, so logits agree as
 ``/predict``'s do (docs/serving.md, *Dynamic batching*).
 """
 
@@ -211,7 +211,7 @@ def _bytes_tensor(strings: list[str]) -> bytes:
 
 
 class OpenInference:
-    """The v2 routes, for a gateway with ``version``, ``tasks``, ``options``, ``input_size``,
+    """The v2 routes, for an ingress with ``version``, ``tasks``, ``options``, ``input_size``,
     ``_body(request)`` (the size-checked body) and ``_forward(task, arrays)``."""
 
     def _check_model(self, model: str) -> None:

@@ -6,6 +6,7 @@ import io
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import tempfile
 import time
@@ -111,16 +112,19 @@ def test_human_output_is_a_table(registered):
     assert result.code == 0 and "low" in result.stdout and "high" in result.stdout
 
 
-def test_serve_behind_haproxy_answers_like_predict(registered):
-    """``strata serve --haproxy`` on its own embedded Ray: HTTP enters through HAProxy, the
-    answers equal ``strata predict``'s, bad requests get a 4xx, and Ctrl-C stops it cleanly."""
+@pytest.mark.parametrize("ingress", ["proxy", "haproxy"])
+def test_serve_answers_like_predict(registered, ingress):
+    """``strata serve`` on its own embedded Ray, through Serve's proxy (the default) and through
+    HAProxy (``--haproxy``): the answers equal ``strata predict``'s, bad requests get a 4xx,
+    and Ctrl-C stops it cleanly."""
     pixels = (synthetic_task(4).x_val[:5, 0].numpy() * 255).astype(np.uint8)
     np.savez(registered.home / "served.npz", x=pixels)
     local = registered("predict", "high", str(registered.home / "served.npz"), "--json").json()
-    port, log = free_port(), registered.home / "serve.log"
+    port, log = free_port(), registered.home / f"serve-{ingress}.log"
+    options = ["--haproxy"] if ingress == "haproxy" else []
     with log.open("w") as stderr:
         server = subprocess.Popen(
-            [STRATA, "--db", registered.db, "--store", registered.store, "serve", "--haproxy",
+            [STRATA, "--db", registered.db, "--store", registered.store, "serve", *options,
              "--port", str(port), "--max-replicas", "1"],
             cwd=registered.home, stdout=subprocess.DEVNULL, stderr=stderr,
             start_new_session=True,  # its own process group: killed whole if it hangs
@@ -138,9 +142,13 @@ def test_serve_behind_haproxy_answers_like_predict(registered):
         assert missing.status_code == 404 and "nope" in missing.json()["detail"]
         descendants = psutil.Process(server.pid).children(recursive=True)
         haproxies = [process for process in descendants if process.name() == "haproxy"]
-        assert haproxies
+        assert bool(haproxies) == (ingress == "haproxy")
         ports = {c.laddr.port for p in haproxies for c in p.net_connections() if c.laddr}
         assert not ports & {8404, 9101}  # stats and metrics on free ports, not the fixed ones
+        sockets = {c.laddr for p in haproxies for c in p.net_connections("unix") if c.laddr}
+        assert bool(sockets) == (ingress == "haproxy")  # the admin socket, mode 666 ...
+        for path in map(Path, sockets):  # ... in a directory only its owner can enter
+            assert stat.S_IMODE(path.parent.parent.stat().st_mode) == 0o700, path
     finally:
         server.send_signal(signal.SIGINT)
         try:

@@ -37,6 +37,8 @@ BATCH_WAIT_MS = {"off": 0.0, "on": 500.0}
 BURST = [("alpha", 1), ("alpha", 3), ("beta", 2), ("alpha", 5), ("gamma", 8), ("beta", 1),
          ("alpha", 7), ("gamma", 4), ("beta", 6), ("alpha", 2)]  # fmt: skip
 BATCHED_TOLERANCE = 1e-6
+# Serve routes on it and splits its batches by it; the URL's task must decide all the same.
+MODEL_ID_HEADER = "serve_multiplexed_model_id"
 
 
 @pytest.fixture(scope="module", params=list(BATCH_WAIT_MS))
@@ -66,13 +68,13 @@ def _npy(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _post(url: str, task: str, pixels: np.ndarray) -> httpx.Response:
+def _post(url: str, task: str, pixels: np.ndarray, model_id: str = "") -> httpx.Response:
+    """One request; ``model_id`` also names a task in Serve's multiplexed-model header."""
+    headers = {"content-type": NPY_CONTENT_TYPE}
+    if model_id:
+        headers[MODEL_ID_HEADER] = model_id
     with httpx.Client(base_url=url, timeout=60) as client:  # one connection per request
-        return client.post(
-            f"/predict/{task}?logits=1",
-            content=_npy(pixels),
-            headers={"content-type": NPY_CONTENT_TYPE},
-        )
+        return client.post(f"/predict/{task}?logits=1", content=_npy(pixels), headers=headers)
 
 
 def _logits(answer: httpx.Response) -> torch.Tensor:
@@ -84,14 +86,16 @@ def test_concurrent_requests_get_their_own_rows(
     mode_server: tuple[str, httpx.Client], predictor: Predictor, probe: torch.Tensor
 ) -> None:
     """Each request of a concurrent burst against the same request sent alone: bit for bit
-    with batching off, within 1e-6 with it on; and against ``strata predict`` in process."""
+    with batching off, within 1e-6 with it on; and against ``strata predict`` in process.
+    The burst's requests all name ``alpha`` in Serve's multiplexed-model header, so only the
+    replica's own grouping by the URL's task keeps a forward to one task."""
     mode, client = mode_server
     url = str(client.base_url)
     tasks = [task for task, _ in BURST]
     pixels = [probe[torch.arange(size) % len(probe), 0].flip(0).numpy() for _, size in BURST]
     alone = [_post(url, task, x) for task, x in zip(tasks, pixels, strict=True)]
     with ThreadPoolExecutor(len(BURST)) as pool:
-        together = list(pool.map(_post, [url] * len(BURST), tasks, pixels))
+        together = list(pool.map(_post, [url] * len(BURST), tasks, pixels, ["alpha"] * len(BURST)))
     forwards = []
     for (task, size), x, single, answer in zip(BURST, pixels, alone, together, strict=True):
         logits, reference = _logits(answer), _logits(single)

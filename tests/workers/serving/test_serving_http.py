@@ -122,7 +122,7 @@ def test_a_large_jpeg_decodes_like_strata_predict(
     server: httpx.Client, predictor: Predictor, tmp_path: Path
 ) -> None:
     """Above 4 Mi pixels a JPEG may decode at reduced scale for the small backbone: the
-    gateway does it as ``strata predict`` does, so the logits still agree bit for bit."""
+    replica does it as ``strata predict`` does, so the logits still agree bit for bit."""
     stripes = np.add.outer(np.arange(2400), 2 * np.arange(2400)) % 256
     path = tmp_path / "large.jpg"
     Image.fromarray(np.stack([stripes] * 3, axis=-1).astype(np.uint8)).save(path, quality=80)
@@ -195,9 +195,10 @@ def test_a_second_server_on_the_port_is_refused(server: httpx.Client, port: int)
 
 
 def test_a_replica_refuses_unknown_tasks_itself(server: httpx.Client) -> None:
+    """Called by handle (another Serve app composing this one), not only over HTTP."""
     handle = serve.get_deployment_handle(MODELS, APP_NAME)
     with pytest.raises(TaskNotFound, match="not served"):
-        handle.options(multiplexed_model_id="nope").predict.remote([]).result()
+        handle.forward.remote("nope", []).result()
 
 
 def test_lru_eviction_with_one_task_per_replica(

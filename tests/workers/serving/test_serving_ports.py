@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -81,7 +83,8 @@ class _FakeRay:
 def fake_ray(monkeypatch: pytest.MonkeyPatch) -> _FakeRay:
     fake = _FakeRay()
     monkeypatch.setitem(sys.modules, "ray", fake)
-    for name in [*ray_runtime.HAPROXY_ENV, *HAPROXY_PORT_ENVS, "RAY_ADDRESS"]:
+    for name in [*ray_runtime.HAPROXY_ENV, *ray_runtime.SERVE_ENV, *HAPROXY_PORT_ENVS,
+                 *ray_runtime.HAPROXY_FILE_ENVS, "RAY_ADDRESS"]:  # fmt: skip
         monkeypatch.delenv(name, raising=False)  # restored after the test
     return fake
 
@@ -97,6 +100,17 @@ def test_haproxy_stats_and_metrics_ports_are_picked_free(fake_ray: _FakeRay) -> 
     assert environment["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
 
 
+def test_haproxys_admin_socket_lies_in_a_private_directory(fake_ray: _FakeRay) -> None:
+    """Not /tmp/haproxy-serve, which every local user can enter (the socket is mode 666)."""
+    ray_runtime.connect(haproxy=True)
+    environment = fake_ray.environments[0]
+    root = Path(environment["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"])
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+    for name in ray_runtime.HAPROXY_FILE_ENVS:
+        assert Path(environment[name]).is_relative_to(root), name
+    assert Path(environment["RAY_SERVE_HAPROXY_SOCKET_PATH"]).name == "admin.sock"
+
+
 def test_haproxy_ports_set_by_the_user_are_kept(
     fake_ray: _FakeRay, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -108,3 +122,15 @@ def test_haproxy_ports_set_by_the_user_are_kept(
 def test_without_haproxy_no_haproxy_ports_are_set(fake_ray: _FakeRay) -> None:
     ray_runtime.connect()
     assert not set(HAPROXY_PORT_ENVS) & set(fake_ray.environments[0])
+
+
+def test_the_embedded_instance_runs_serve_in_throughput_mode(
+    fake_ray: _FakeRay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its proxy too, not only the replicas; a setting the user made is kept."""
+    ray_runtime.connect()
+    assert ray_runtime.SERVE_ENV.items() <= fake_ray.environments[0].items()
+    monkeypatch.setenv("RAY_SERVE_THROUGHPUT_OPTIMIZED", "0")
+    fake_ray.environments.clear()
+    ray_runtime.connect()
+    assert fake_ray.environments[0]["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "0"

@@ -352,7 +352,7 @@ def test_the_default_budget_refuses_the_issues_9000_pixel_square() -> None:
 
 
 def test_an_unexpected_error_still_answers_one_line_of_json() -> None:
-    """The gateway's last resort: a bug is a JSON 500 with one line, never a traceback page."""
+    """The API's last resort: a bug is a JSON 500 with one line, never a traceback page."""
     answer = asyncio.run(_unexpected_error(None, RuntimeError("boom\n  File 'x.py', line 1")))
     assert answer.status_code == 500
     assert json.loads(answer.body) == {"detail": "internal error: RuntimeError: boom"}
