@@ -17,6 +17,7 @@ from pathlib import Path
 
 from base.errors import StrataError
 from base.ports import free_ports
+from orchestrator.haproxy_loopback import BINARY_ENV, loopback_wrapper, real_binary
 
 # Ray's notice that a local cluster turned token auth on by default: true, expected, and
 # not worth a line on every `strata` command's stderr.
@@ -42,7 +43,8 @@ SERVE_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_ING
 # HAProxy's stats page and Prometheus exporter listen on these ports, fixed by default (8404,
 # 9101) and bound on every interface by Serve's config template, which takes no address: a
 # second HAProxy on the machine would fail or share them. ``connect`` gives each embedded
-# instance ports the system picked free, unless the environment already names some.
+# instance ports the system picked free, unless the environment already names some, and runs
+# HAProxy through ``orchestrator.haproxy_loopback``, which binds both to 127.0.0.1.
 HAPROXY_PORT_ENVS = ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT")
 # HAProxy's admin socket (opened with mode 666 by Serve's template), config and state live
 # under /tmp/haproxy-serve by default, in directories any local user can enter, so anyone on
@@ -91,7 +93,16 @@ def connect(address: str | None = None, *, haproxy: bool = False) -> None:
                 HAPROXY_PORT_ENVS, free_ports(len(HAPROXY_PORT_ENVS)), strict=True
             ):
                 os.environ.setdefault(name, str(port))
-            private_haproxy_files()
+            try:
+                real_binary()
+            except (ImportError, OSError) as error:
+                raise StrataError(
+                    f"cannot start HAProxy ({error}); serve without it: --no-haproxy"
+                ) from error
+            root = private_directory()
+            private_haproxy_files(root)
+            # Stats page and metrics exporter on loopback only (orchestrator.haproxy_loopback).
+            os.environ.setdefault(BINARY_ENV, str(loopback_wrapper(root)))
         create_private_token()
         ray.init(
             address="local",
@@ -101,17 +112,23 @@ def connect(address: str | None = None, *, haproxy: bool = False) -> None:
         )
 
 
-def private_haproxy_files() -> None:
-    """Point HAProxy's socket, config and state files into a new directory only its owner can
-    enter (``HAPROXY_FILE_ENVS``), removed when this process exits."""
-    if any(name in os.environ for name in HAPROXY_FILE_ENVS):
-        return  # the user chose where they go
-    # Mode 0700. Short, in /tmp as Serve's own: HAProxy takes socket paths of at most 97
-    # characters, and Serve adds the node id (56) to each.
+def private_directory() -> Path:
+    """A new directory only its owner can enter (0700), removed when this process exits.
+
+    Short, in /tmp as Serve's own: HAProxy takes socket paths of at most 97 characters, and
+    Serve adds the node id (56) to each.
+    """
     root = tempfile.mkdtemp(prefix="strata-", dir="/tmp")
     atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return Path(root)
+
+
+def private_haproxy_files(root: Path) -> None:
+    """Point HAProxy's socket, config and state files into ``root`` (``HAPROXY_FILE_ENVS``)."""
+    if any(name in os.environ for name in HAPROXY_FILE_ENVS):
+        return  # the user chose where they go
     for name, file in HAPROXY_FILE_ENVS.items():
-        os.environ[name] = str(Path(root, file))
+        os.environ[name] = str(root / file)
 
 
 def create_private_token(path: Path = DEFAULT_TOKEN_PATH) -> None:

@@ -93,12 +93,15 @@ def serve(
         int, typer.Option(help="Dynamic batching: most inputs one shared forward joins.")
     ] = SERVE.batch_images,
     haproxy: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            help="Front the embedded Ray with Serve's HAProxy ingress instead of its Python "
-            "proxy: more requests per second (docs/serving.md). Clusters set it at start."
+            "--haproxy/--no-haproxy",
+            help="Front the embedded Ray with Serve's HAProxy ingress (default; its stats and "
+            "metrics on 127.0.0.1) or with Serve's slower Python proxy (docs/serving.md). "
+            "Clusters choose at start.",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
     blocking: Annotated[bool, typer.Option(help="Keep running until Ctrl-C.")] = True,
     follow: Annotated[
         float,
@@ -122,7 +125,7 @@ def serve(
         if not registry.list_tasks():
             raise StrataError("the registry holds no task yet: nothing to serve")
     with step("starting Ray"):
-        connect(address, haproxy=haproxy)
+        connect(address, haproxy=address is None if haproxy is None else haproxy)
         from workers.serving import run_app  # imports Serve: after its settings
 
     url = run_app(ctx.obj.location, options, blocking=blocking, follow_s=follow)
