@@ -68,14 +68,15 @@ def connect(address: str | None = None, *, haproxy: bool = False) -> None:
     The embedded instance is asked for explicitly (``address="local"``): a bare ``ray.init()``
     joins whatever cluster ``/tmp/ray/ray_current_cluster`` names, and a stale one left by a
     killed ``ray start`` would make every command hang until the GCS connection times out.
-    ``haproxy`` starts the embedded instance with Serve's HAProxy ingress; a cluster gets it
-    from its own environment when it starts.
+    ``haproxy`` starts the embedded instance with Serve's HAProxy ingress, run through
+    ``orchestrator.haproxy_loopback``; a cluster gets it from its own environment when it starts.
     """
     address = address or os.environ.get("RAY_ADDRESS")
     if address and haproxy:
         raise StrataError(
             "--haproxy is for the embedded Ray instance; a cluster's nodes need "
-            "RAY_SERVE_ENABLE_HA_PROXY=1 in their environment when they start (docs/serving.md)"
+            "RAY_SERVE_ENABLE_HA_PROXY=1 and RAY_SERVE_HAPROXY_BINARY_PATH=<strata-haproxy> "
+            "in their environment when they start (docs/serving.md)"
         )
     import ray
 

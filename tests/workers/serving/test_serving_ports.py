@@ -15,6 +15,7 @@ import orchestrator.ray_runtime as ray_runtime
 from base.errors import StrataError
 from base.location import RegistryLocation
 from base.ports import ensure_port_free, free_ports
+from orchestrator.haproxy_loopback import BINARY_ENV
 from orchestrator.ray_runtime import HAPROXY_PORT_ENVS
 from tests.workers.serving.serving_support import free_port
 from workers.serving import ServeOptions, run_app
@@ -84,7 +85,7 @@ def fake_ray(monkeypatch: pytest.MonkeyPatch) -> _FakeRay:
     fake = _FakeRay()
     monkeypatch.setitem(sys.modules, "ray", fake)
     for name in [*ray_runtime.HAPROXY_ENV, *ray_runtime.SERVE_ENV, *HAPROXY_PORT_ENVS,
-                 *ray_runtime.HAPROXY_FILE_ENVS, "RAY_ADDRESS"]:  # fmt: skip
+                 *ray_runtime.HAPROXY_FILE_ENVS, BINARY_ENV, "RAY_ADDRESS"]:  # fmt: skip
         monkeypatch.delenv(name, raising=False)  # restored after the test
     return fake
 
@@ -109,6 +110,25 @@ def test_haproxys_admin_socket_lies_in_a_private_directory(fake_ray: _FakeRay) -
     for name in ray_runtime.HAPROXY_FILE_ENVS:
         assert Path(environment[name]).is_relative_to(root), name
     assert Path(environment["RAY_SERVE_HAPROXY_SOCKET_PATH"]).name == "admin.sock"
+
+
+def test_haproxy_runs_through_the_loopback_wrapper(fake_ray: _FakeRay) -> None:
+    """Serve's template binds stats and metrics on every interface; the wrapper does not."""
+    ray_runtime.connect(haproxy=True)
+    environment = fake_ray.environments[0]
+    wrapper = Path(environment[BINARY_ENV])
+    assert wrapper.parent == Path(environment["RAY_SERVE_HAPROXY_SERVER_STATE_BASE"])
+    assert wrapper.is_absolute() and os.access(wrapper, os.X_OK)
+    assert "orchestrator.haproxy_loopback" in wrapper.read_text()
+
+
+def test_a_missing_haproxy_binary_is_one_clear_error(
+    fake_ray: _FakeRay, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv(BINARY_ENV, str(tmp_path / "haproxy"))
+    with pytest.raises(StrataError, match="--no-haproxy"):
+        ray_runtime.connect(haproxy=True)
+    assert not fake_ray.environments
 
 
 def test_haproxy_ports_set_by_the_user_are_kept(
