@@ -14,12 +14,12 @@ the Open Inference Protocol v2 route with the same pixels as a binary tensor.
 Prints one JSON document: per cell images/s, p50/p99 and failures of Strata and the peer,
 Strata ÷ peer and Strata ÷ the bare loop. Targets (issue #19): 1-image requests from 16
 clients >= 1.0x the peer's images/s with p99 <= 2x the peer's; 256-image requests >= 0.95x
-the bare loop; no failed request. ``--haproxy`` serves as ``strata serve --haproxy`` does;
-``--batch-wait-ms 0`` turns batching off. docs/serving.md has the figures.
+the bare loop; no failed request. It serves through HAProxy as ``strata serve`` does by
+default; ``--no-haproxy`` through Serve's proxy; ``--batch-wait-ms 0`` turns batching off. docs/serving.md has the figures.
 
 Run from the repository root:
     .venv/bin/python -m benchmarks.serve_load [--seconds 4] [--rounds 2] [--replicas 2]
-        [--width 0.125] [--haproxy] [--batch-wait-ms 2]
+        [--width 0.125] [--no-haproxy] [--batch-wait-ms 2]
 """
 
 from __future__ import annotations
@@ -248,7 +248,10 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--batch-wait-ms", type=float, default=ServeOptions.batch_wait_ms)
     parser.add_argument(
-        "--haproxy", action="store_true", help="Serve's HAProxy ingress (strata serve --haproxy)"
+        "--haproxy",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Serve's HAProxy ingress, as strata serve (default); --no-haproxy: Serve's proxy",
     )
     args = parser.parse_args()
 
