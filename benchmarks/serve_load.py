@@ -15,7 +15,8 @@ Prints one JSON document: per cell images/s, p50/p99 and failures of Strata and 
 Strata ÷ peer and Strata ÷ the bare loop. Targets (issue #19): 1-image requests from 16
 clients >= 1.0x the peer's images/s with p99 <= 2x the peer's; 256-image requests >= 0.95x
 the bare loop; no failed request. It serves through HAProxy as ``strata serve`` does by
-default; ``--no-haproxy`` through Serve's proxy; ``--batch-wait-ms 0`` turns batching off. docs/serving.md has the figures.
+default; ``--no-haproxy`` through Serve's proxy; ``--batch-wait-ms 0`` turns batching off.
+docs/serving.md has the figures.
 
 Run from the repository root:
     .venv/bin/python -m benchmarks.serve_load [--seconds 4] [--rounds 2] [--replicas 2]
