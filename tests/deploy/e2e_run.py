@@ -3,7 +3,8 @@
 A two-node ``ray.cluster_utils.Cluster`` (the head with 2 CPUs; a node with 1 CPU and a fake
 GPU), the registry on the real PostgreSQL (a fresh schema), blobs in S3 (a moto server on
 loopback): three tasks are added, two are served over HTTP through Serve's HAProxy ingress, as
-a cluster started with ``RAY_SERVE_ENABLE_HA_PROXY=1`` serves them, and the registry verifies.
+a cluster started with ``RAY_SERVE_ENABLE_HA_PROXY=1`` and the ``strata-haproxy`` wrapper serves
+them (docs/serving.md), and the registry verifies.
 Prints one JSON report, which also says where training and similarity tasks ran (one cluster
 start serves both the deployment and the placement checks).
 """
@@ -15,6 +16,7 @@ import os
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import boto3
 import httpx
@@ -28,8 +30,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from base.location import RegistryLocation
+from orchestrator.haproxy_loopback import BINARY_ENV
 from orchestrator.pipeline import AddTaskOptions, add_task
-from orchestrator.ray_runtime import HAPROXY_ENV
+from orchestrator.ray_runtime import HAPROXY_ENV, private_directory, private_haproxy_files
 from registry.db import upgrade
 from registry.store import Registry
 from tests.synthetic import synthetic_task
@@ -84,7 +87,10 @@ def main(http_port: int, dashboard_port: int) -> None:
         .render_as_string(hide_password=False)
     )
     location = RegistryLocation.resolve(db_url, "s3://strata/blobs")
-    os.environ.update(HAPROXY_ENV)  # the cluster's setting: every node inherits it
+    # The cluster's settings as docs/serving.md gives them: every node inherits them.
+    os.environ.update(HAPROXY_ENV)
+    os.environ[BINARY_ENV] = str(Path(sys.executable).with_name("strata-haproxy"))
+    private_haproxy_files(private_directory())
     head_args = {"num_cpus": 2, "include_dashboard": True, "dashboard_port": dashboard_port}
     cluster = Cluster(initialize_head=True, head_node_args=head_args)
     gpu_node = cluster.add_node(num_cpus=1, num_gpus=1)
@@ -111,6 +117,7 @@ def main(http_port: int, dashboard_port: int) -> None:
                 "devices": [task.extra["device"] for task in tasks],
                 "similarity_nodes": finished_task_nodes("_candidate_jsd_task", expected=3),
                 "haproxy_processes": len(haproxy_processes()),
+                "haproxy_other_listeners": haproxy_listeners(except_port=http_port),
                 "status": {name: answer.status_code for name, answer in answers.items()},
                 "served": {
                     name: answer.json().get("task") for name, answer in answers.items()
@@ -135,6 +142,14 @@ def main(http_port: int, dashboard_port: int) -> None:
 def haproxy_processes() -> list[psutil.Process]:
     """The HAProxy processes the cluster (this process's descendants) runs."""
     return [p for p in psutil.Process().children(recursive=True) if p.name() == "haproxy"]
+
+
+def haproxy_listeners(except_port: int) -> list[str]:
+    """``ip:port`` of every socket the cluster's HAProxy listens on, but ``except_port``."""
+    return sorted({
+        f"{c.laddr.ip}:{c.laddr.port}" for p in haproxy_processes() for c in p.net_connections()
+        if c.status == psutil.CONN_LISTEN and c.laddr.port != except_port
+    })  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -33,6 +33,9 @@ def test_three_tasks_two_served_on_postgres_and_s3():
     # can, so which node each lands on is Ray's call and is not asserted.)
     assert len(report["similarity_nodes"]) == 3
     assert report["haproxy_processes"] >= 1  # HTTP came in through HAProxy, not the proxy
+    # strata-haproxy put the stats page and metrics exporter on loopback only.
+    listeners = report["haproxy_other_listeners"]
+    assert listeners and all(address.startswith("127.0.0.1:") for address in listeners), listeners
     # Worker nodes reach blobs only through the store URL: every blob lives in the bucket.
     assert all(uri.startswith("s3://strata/blobs/") for uri in report["blob_uris"])
     assert report["status"] == {"zero-four": 200, "digits": 200, "no-such-task": 404}
