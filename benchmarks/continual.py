@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from base import defaults
 from benchmarks.continual_ablations import ABLATIONS, ablation, uniform_policy
 from benchmarks.continual_scale import first_full, scale_summary, scale_table, write_scale_plot
 from orchestrator.rates import RatePolicy, load_policy, preset_names
@@ -395,6 +396,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--finetune-epochs", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=defaults.WEIGHT_DECAY)
     parser.add_argument("--first-seed", type=int, default=0)
     parser.add_argument("--methods", default=",".join(METHODS))
     parser.add_argument("--policy", default="recommended", help="preset or file for 'recommended'")
@@ -441,6 +443,7 @@ def main(argv: list[str] | None = None) -> dict:
         "batch_size": args.batch_size,
         "lr": args.lr,
         "finetune_lr": args.lr / 3,
+        "weight_decay": args.weight_decay,
         "policy": load_policy(args.policy, layers, config.name).to_dict(),
     }
     runs: dict[str, list[Run]] = {m: [] for m in methods}
@@ -457,6 +460,7 @@ def main(argv: list[str] | None = None) -> dict:
             batch_size=args.batch_size,
             lr=args.lr,
             finetune_lr=args.lr / 3,
+            weight_decay=args.weight_decay,
             seed=seed,
         )
         for method in methods:
