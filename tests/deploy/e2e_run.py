@@ -35,6 +35,7 @@ from orchestrator.pipeline import AddTaskOptions, add_task
 from orchestrator.ray_runtime import HAPROXY_ENV, private_directory, private_haproxy_files
 from registry.db import upgrade
 from registry.store import Registry
+from tests.haproxy_sockets import haproxy_processes, listening_addresses
 from tests.synthetic import synthetic_task
 from workers.serving import ServeOptions, run_app
 
@@ -116,7 +117,7 @@ def main(http_port: int, dashboard_port: int) -> None:
                 "training_nodes": [task.extra["node"] for task in tasks],
                 "devices": [task.extra["device"] for task in tasks],
                 "similarity_nodes": finished_task_nodes("_candidate_jsd_task", expected=3),
-                "haproxy_processes": len(haproxy_processes()),
+                "haproxy_processes": len(haproxy_processes(psutil.Process())),
                 "haproxy_other_listeners": haproxy_listeners(except_port=http_port),
                 "status": {name: answer.status_code for name, answer in answers.items()},
                 "served": {
@@ -139,17 +140,11 @@ def main(http_port: int, dashboard_port: int) -> None:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
 
 
-def haproxy_processes() -> list[psutil.Process]:
-    """The HAProxy processes the cluster (this process's descendants) runs."""
-    return [p for p in psutil.Process().children(recursive=True) if p.name() == "haproxy"]
-
-
 def haproxy_listeners(except_port: int) -> list[str]:
     """``ip:port`` of every socket the cluster's HAProxy listens on, but ``except_port``."""
-    return sorted({
-        f"{c.laddr.ip}:{c.laddr.port}" for p in haproxy_processes() for c in p.net_connections()
-        if c.status == psutil.CONN_LISTEN and c.laddr.port != except_port
-    })  # fmt: skip
+    cluster = haproxy_processes(psutil.Process())  # this process's descendants
+    listening = listening_addresses(cluster)
+    return sorted(f"{ip}:{port}" for ip, port in listening if port != except_port)
 
 
 if __name__ == "__main__":

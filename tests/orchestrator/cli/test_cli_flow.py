@@ -17,6 +17,7 @@ import numpy as np
 import psutil
 import pytest
 
+from tests.haproxy_sockets import haproxy_processes, listening_addresses
 from tests.orchestrator.cli.conftest import STRATA
 from tests.orchestrator.ray_head import free_port
 from tests.synthetic import synthetic_task
@@ -141,14 +142,9 @@ def test_serve_answers_like_predict(registered, ingress):
         assert served == [(p["label"], p["score"]) for p in local["predictions"]]
         missing = httpx.post(f"{url}/predict/nope", content=body.getvalue(), headers=headers)
         assert missing.status_code == 404 and "nope" in missing.json()["detail"]
-        descendants = psutil.Process(server.pid).children(recursive=True)
-        haproxies = [process for process in descendants if process.name() == "haproxy"]
+        haproxies = haproxy_processes(psutil.Process(server.pid))
         assert bool(haproxies) == (ingress == "haproxy")
-        listening = {
-            (c.laddr.ip, c.laddr.port)
-            for p in haproxies for c in p.net_connections("inet")
-            if c.status == psutil.CONN_LISTEN
-        }  # fmt: skip
+        listening = listening_addresses(haproxies)
         assert bool(listening) == (ingress == "haproxy")
         # Beside the HTTP port (on --host): stats and metrics, on loopback only (the
         # unit tests show the HTTP bind is left to --host), on free ports, not 8404 / 9101.
