@@ -2,7 +2,7 @@
 
 Trains a few tiny tasks into a temporary registry, starts the Ray Serve application (as
 ``strata serve`` does: one deployment that is the HTTP ingress and the model replica, behind
-Serve's proxy, dynamic batching at its default wait) and the peer
+HAProxy, dynamic batching at its default wait) and the peer
 (``benchmarks/serve_peer.py``: FastAPI + uvicorn + the same torch forward for one task, one
 worker per Strata model replica, one torch thread each) on loopback, and lets closed-loop
 client threads (one httpx client each) post uint8 ``.npy`` requests of 1, 8 and 256 images
